@@ -1,0 +1,179 @@
+"""The ``lwroi`` command: the one place that turns argv into a config and a run.
+
+Exit codes: 0 done; 1 a unit failed (its error record says why; a rerun retries it);
+2 bad command line, config, data layout or run directory (nothing was computed);
+3 results incomplete (``summarize`` found units missing); 75 stopped by SIGTERM/SIGUSR1
+after checkpointing: resubmit the same command to continue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from lwroi import __version__
+from lwroi.exceptions import LwroiError
+
+log = logging.getLogger("lwroi")
+
+PHASE_VERBS = {
+    "extract": ("features", "Extract DNN features of every video and build the reduced feature store."),
+    "tune": ("select", "Extract (if needed), then run the CV grid search and pick (wc, lay) per ROI."),
+    "fit": ("fit", "Everything up to the final fit of every subject x ROI (no summary tables)."),
+    "run": ("fit", "The whole pipeline: extract -> tune -> select -> fit -> summarize."),
+}
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", type=Path, help="YAML config (see configs/ and the README's config reference)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config key, e.g. --set encoding.max_epochs=50 (repeatable)")
+    p.add_argument("--shard", metavar="I/N", help="run only shard I of N of the plan (0-based; for array jobs)")
+    p.add_argument("--mpi", choices=("auto", "mpi", "none"), default="auto",
+                   help="auto: use MPI ranks when mpi4py is importable; none: one plain process (default: auto)")
+    p.add_argument("--restart", action="store_true",
+                   help="if the run directory holds another config's results, move it aside and start anew")
+    p.add_argument("--tune-split", choices=("roi", "fold", "point"), default="roi",
+                   help="cut tuning into one unit per ROI (all grid points x folds batched), per fold, "
+                        "or per grid point and fold (default: roi)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lwroi", description=__doc__.split("\n")[0] + "\n\n" + __doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"lwroi {__version__}")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    synth = sub.add_parser("synth", help="write a small synthetic dataset in the Algonauts layout",
+                           description="Write real mp4 videos and response pickles in the Algonauts 2021 layout, "
+                                       "generated from the DNN's own features with a planted layer profile per ROI "
+                                       "and known noise; the truth goes to OUT_DIR/ground_truth.json.")
+    synth.add_argument("out_dir", type=Path)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--subjects", type=int, default=3, help="number of subjects (default: 3)")
+    synth.add_argument("--videos", type=int, default=150, help="training videos with responses (default: 150)")
+    synth.add_argument("--challenge", type=int, default=12, help="challenge test videos (default: 12)")
+    synth.add_argument("--config", type=Path, default=Path("configs/demo.yaml"),
+                       help="config whose features section defines the DNN features (default: configs/demo.yaml)")
+
+    for verb, (_, text) in PHASE_VERBS.items():
+        p = sub.add_parser(verb, help=text, description=text)
+        _add_run_options(p)
+
+    summ = sub.add_parser("summarize", help="reduce a run's unit results into summary.csv and results.csv",
+                          description="Reduce the unit results of RUN_DIR into results.csv, summary.csv and "
+                                      "scores/*.npy, from the files alone (no MPI); lists missing units.")
+    summ.add_argument("run_dir", type=Path)
+    stat = sub.add_parser("status", help="units done/running/pending/failed per phase, with an ETA",
+                          description="Show per phase how many units are done, running, pending and failed.")
+    stat.add_argument("run_dir", type=Path)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.verb == "synth":
+            return _synth(args)
+        if args.verb in PHASE_VERBS:
+            return _run(args)
+        if args.verb == "summarize":
+            return _summarize(args.run_dir)
+        return _status(args.run_dir)
+    except LwroiError as exc:
+        print(f"lwroi {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from lwroi.config import load_config
+    from lwroi.orchestration.driver import launch
+    from lwroi.orchestration.plan import parse_shard
+
+    cfg = load_config(args.config, args.overrides)
+    try:
+        shard = parse_shard(args.shard) if args.shard else None
+    except ValueError as exc:
+        print(f"lwroi {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    up_to = PHASE_VERBS[args.verb][0]
+    result = launch(cfg, up_to=up_to, shard=shard, mpi=args.mpi, restart=args.restart, tune_split=args.tune_split)
+    if args.verb == "run" and result.rank == 0 and result.exit_code == 0 and shard is None:
+        return _summarize(result.run_dir)
+    return result.exit_code
+
+
+def _plan_of(run_dir: Path):  # noqa: ANN202 - returns (config, store, units)
+    from lwroi.orchestration.plan import build_plan
+    from lwroi.orchestration.results import ResultStore
+    from lwroi.orchestration.rundir import load_run_config
+
+    cfg = load_run_config(run_dir)
+    store = ResultStore(run_dir, cfg.fingerprint())
+
+    def roi_cost(subject: str, roi: str) -> float:
+        return 1.0
+
+    return cfg, store, build_plan(cfg, roi_cost)
+
+
+def _summarize(run_dir: Path) -> int:
+    from lwroi.orchestration.schedule import EXIT_INCOMPLETE
+    from lwroi.outputs.summary import reduce_run, write_tables
+
+    _, store, units = _plan_of(run_dir)
+    reduction = reduce_run(store, units)
+    if not reduction.complete:
+        for key in reduction.failed:
+            print(f"failed:  {key} (see {store.record_path(key)})", file=sys.stderr)
+        for key in reduction.missing:
+            print(f"missing: {key}", file=sys.stderr)
+        print(f"lwroi summarize: {len(reduction.missing)} unit(s) missing and {len(reduction.failed)} failed in "
+              f"{run_dir}; tables not written (rerun the same command to finish the run)", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    for path in write_tables(run_dir, reduction, store)[:2]:
+        print(f"wrote {path}")
+    print(reduction.summary.to_string(index=False))
+    return 0
+
+
+def _status(run_dir: Path) -> int:
+    from lwroi.outputs.status import format_status, run_status
+
+    _, store, units = _plan_of(run_dir)
+    print(format_status(run_status(store, units)))
+    return 0
+
+
+def _synth(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from lwroi.config import load_config
+    from lwroi.data import write_synthetic_dataset
+    from lwroi.features import LayerFeatureExtractor, extract_video_features, load_model, resolve_layers
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    f = load_config(args.config).features
+    model, info = load_model(f.model, weights=f.weights, seed=f.seed, weights_sha256=f.weights_sha256)
+    extractor = LayerFeatureExtractor(model, resolve_layers(f.model, model, f.layers), image_size=f.image_size,
+                                      device="cpu")
+
+    def layer_features(paths: list[Path]) -> dict[str, np.ndarray]:
+        return extract_video_features(paths, extractor, sampling=f.frame_sampling, count=f.frame_count,
+                                      stride=f.frame_stride, batch_size=f.batch_size)
+
+    truth = write_synthetic_dataset(
+        args.out_dir, layer_features=layer_features, seed=args.seed, n_subjects=args.subjects,
+        n_videos=args.videos, n_challenge=args.challenge,
+        features={"model": f.model, "weights": info, "image_size": f.image_size, "frame_sampling": f.frame_sampling,
+                  "frame_count": f.frame_count, "frame_stride": f.frame_stride, "config": str(args.config)},
+    )
+    print(f"wrote synthetic dataset to {args.out_dir} ({len(truth['subjects'])} subjects, "
+          f"{truth['n_videos']} + {truth['n_challenge']} videos); truth in {args.out_dir / 'ground_truth.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

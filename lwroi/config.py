@@ -1,0 +1,370 @@
+"""Typed run configuration: frozen dataclasses per section, built by :func:`load_config`.
+
+Defaults live only here. Every value is checked once, at load, and an error names the
+file, the dotted key and the value, before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from lwroi.exceptions import ConfigError
+
+ALGONAUTS_SUBJECTS = tuple(f"sub{i:02d}" for i in range(1, 11))
+ALGONAUTS_ROIS = ("V1", "V2", "V3", "V4", "LOC", "EBA", "FFA", "STS", "PPA")
+
+
+def _check(cond: bool, msg: str) -> str | None:
+    return None if cond else msg
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the Algonauts-shaped dataset lives and which part of it to use."""
+
+    root: str = "data/algonauts2021"
+    """Folder holding ``participants_data_v2021/`` and the video folder."""
+    videos_dir: str = "AlgonautsVideos268_All_30fpsmax"
+    responses_dir: str = "participants_data_v2021"
+    subjects: tuple[str, ...] = ALGONAUTS_SUBJECTS
+    rois: tuple[str, ...] = ALGONAUTS_ROIS
+    n_train_videos: int = 1000
+    """The first ``n_train_videos`` sorted videos have responses; the rest are the challenge test set."""
+    n_test: int = 100
+    """Training videos held out for evaluation (fixed permutation, ``split_seed``)."""
+    split_seed: int = 400
+
+    _constraints = {
+        "subjects": lambda v: _check(len(v) > 0 and len(set(v)) == len(v), "must be a non-empty list without repeats"),
+        "rois": lambda v: _check(len(v) > 0 and len(set(v)) == len(v), "must be a non-empty list without repeats"),
+        "n_train_videos": lambda v: _check(v >= 4, "must be >= 4"),
+        "n_test": lambda v: _check(v >= 2, "must be >= 2"),
+    }
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """DNN feature extraction and dimensionality reduction."""
+
+    model: str = "alexnet"
+    """Any torchvision classification model name."""
+    layers: tuple[str, ...] = ()
+    """Graph node names to read; empty means the model's default (AlexNet: conv1..fc8 as in the paper)."""
+    weights: str = "random"
+    """Path to a local state-dict file, or ``random`` (then every output is marked as random-weight)."""
+    weights_sha256: str = ""
+    """Expected checksum of ``weights``; empty skips the check."""
+    frame_sampling: str = "count"
+    """``count``: ``frame_count`` evenly spaced frames; ``stride``: every ``frame_stride``-th frame (original)."""
+    frame_count: int = 16
+    frame_stride: int = 4
+    image_size: int = 224
+    batch_size: int = 64
+    """Frames per forward pass (frames of several videos are batched together)."""
+    reduction: str = "srp"
+    """``srp`` (sparse random projection), ``pca`` (explained-variance ratio) or ``none``."""
+    reduce_layers: str = "conv"
+    """Which layers are reduced: ``conv`` (original: fc layers kept whole) or ``all``."""
+    srp_eps: float = 0.1
+    pca_ratio: float = 0.98
+    test_scaler: str = "train"
+    """``train``: held-out rows are standardised with the training scaler; ``test``: original's own-scaler flaw."""
+    seed: int = 0
+    """Seeds random weight initialisation and the random projection."""
+    device: str = "auto"
+    store_dir: str = "feature_store"
+    """Feature store root; one sub-folder per (videos, feature settings) fingerprint, reused across runs."""
+
+    _constraints = {
+        "frame_sampling": lambda v: _check(v in ("count", "stride"), "must be one of: count, stride"),
+        "frame_count": lambda v: _check(v >= 1, "must be >= 1"),
+        "frame_stride": lambda v: _check(v >= 1, "must be >= 1"),
+        "image_size": lambda v: _check(v >= 32, "must be >= 32"),
+        "batch_size": lambda v: _check(v >= 1, "must be >= 1"),
+        "reduction": lambda v: _check(v in ("srp", "pca", "none"), "must be one of: srp, pca, none"),
+        "reduce_layers": lambda v: _check(v in ("conv", "all"), "must be one of: conv, all"),
+        "srp_eps": lambda v: _check(0 < v < 1, "must be in (0, 1)"),
+        "pca_ratio": lambda v: _check(0 < v <= 1, "must be in (0, 1]"),
+        "test_scaler": lambda v: _check(v in ("train", "test"), "must be one of: train, test"),
+        "device": lambda v: _check(v == "auto" or v == "cpu" or v.startswith("cuda"), "must be auto, cpu or cuda[:N]"),
+    }
+
+
+@dataclass(frozen=True)
+class EncodingConfig:
+    """The layer-weighted model, its solver, and the hyper-parameter search."""
+
+    solver: str = "sgd"
+    wc: tuple[float, ...] = (1.0, 10.0, 100.0)
+    """Grid of the per-voxel RMS (group) penalty weight on W (original ``-wc``)."""
+    lay: tuple[float, ...] = (0.1, 1.0, 10.0)
+    """Grid of the L1 penalty weight on the layer weights (original ``-lay``)."""
+    folds: int = 2
+    tune_subjects: tuple[str, ...] = ("sub01",)
+    metric: str = "pcc"
+    """Early-stopping and selection metric: ``pcc`` (mean voxel Pearson r) or ``mse``."""
+    lr: float = 1e-4
+    batch_size: int = 16
+    max_epochs: int = 500
+    patience: int = 30
+    min_delta: float = 1e-3
+    val_fraction: float = 0.1
+    """Inner validation split of the training videos used for early stopping in the final fit."""
+    early_stopping_on: str = "inner"
+    """``inner`` (validation split of training data) or ``test`` (original's optimistic flaw)."""
+    val_pcc: str = "full"
+    """``full``: PCC over the whole validation set; ``batch``: original's mean over 16-sample batches."""
+    layer_scaling: str = "balanced"
+    """``balanced``: each layer's features are divided by sqrt(its dimension), so a layer weight measures
+    the layer's share of the prediction, not its feature count; ``none``: original scaling."""
+    seed: int = 0
+    device: str = "auto"
+    memory_budget_mb: int = 2048
+    """Working-memory budget of one fit; the voxel batch size follows from it."""
+
+    _constraints = {
+        "solver": lambda v: _check(v in ("sgd", "kernel"), "must be one of: sgd, kernel"),
+        "wc": lambda v: _check(len(v) > 0 and all(x >= 0 for x in v), "must be a non-empty list of values >= 0"),
+        "lay": lambda v: _check(len(v) > 0 and all(x >= 0 for x in v), "must be a non-empty list of values >= 0"),
+        "folds": lambda v: _check(v >= 2, "must be >= 2"),
+        "tune_subjects": lambda v: _check(len(v) > 0, "must be a non-empty list"),
+        "metric": lambda v: _check(v in ("pcc", "mse"), "must be one of: pcc, mse"),
+        "lr": lambda v: _check(v > 0, "must be > 0"),
+        "batch_size": lambda v: _check(v >= 1, "must be >= 1"),
+        "max_epochs": lambda v: _check(v >= 1, "must be >= 1"),
+        "patience": lambda v: _check(v >= 1, "must be >= 1"),
+        "min_delta": lambda v: _check(v >= 0, "must be >= 0"),
+        "val_fraction": lambda v: _check(0 < v < 0.5, "must be in (0, 0.5)"),
+        "early_stopping_on": lambda v: _check(v in ("inner", "test"), "must be one of: inner, test"),
+        "val_pcc": lambda v: _check(v in ("full", "batch"), "must be one of: full, batch"),
+        "layer_scaling": lambda v: _check(v in ("balanced", "none"), "must be one of: balanced, none"),
+        "device": lambda v: _check(v == "auto" or v == "cpu" or v.startswith("cuda"), "must be auto, cpu or cuda[:N]"),
+        "memory_budget_mb": lambda v: _check(v >= 64, "must be >= 64"),
+    }
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Where results go and how the work is cut into units."""
+
+    output_dir: str = "runs/default"
+    extract_shards: int = 4
+    """Number of video shards of the extraction phase (independent units)."""
+    checkpoint_every: int = 25
+    """Epochs between checkpoints of a running fit."""
+    threads: int = 0
+    """Torch CPU threads per process; 0 = cores divided by the ranks on this node."""
+
+    _constraints = {
+        "extract_shards": lambda v: _check(v >= 1, "must be >= 1"),
+        "checkpoint_every": lambda v: _check(v >= 1, "must be >= 1"),
+        "threads": lambda v: _check(v >= 0, "must be >= 0"),
+    }
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole run configuration."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    encoding: EncodingConfig = field(default_factory=EncodingConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    source: str = "<defaults>"
+    """Where the config came from (file name), used in error messages only."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict of every setting (what ``config.yaml`` in a run holds)."""
+        out = dataclasses.asdict(self)
+        out.pop("source")
+        return _lists(out)
+
+    def fingerprint(self, sections: tuple[str, ...] = ("data", "features", "encoding")) -> str:
+        """Stable hash of the settings that decide results (not of where they are written)."""
+        d = self.to_dict()
+        sub = {k: d[k] for k in sections}
+        return stable_hash(sub)
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "features": FeatureConfig,
+    "encoding": EncodingConfig,
+    "run": RunConfig,
+}
+
+COMPAT_SETTINGS = {
+    ("features", "frame_sampling"): "stride",
+    ("features", "test_scaler"): "test",
+    ("encoding", "early_stopping_on"): "test",
+    ("encoding", "val_pcc"): "batch",
+    ("encoding", "layer_scaling"): "none",
+}
+"""What ``compat: true`` switches back to the original implementation's behaviour."""
+
+
+def stable_hash(obj: Any) -> str:
+    """Short sha256 of a JSON-serialisable object, independent of dict order."""
+    import hashlib
+
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _lists(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _lists(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_lists(v) for v in obj]
+    return obj
+
+
+def _section_fields(cls: type) -> dict[str, Any]:
+    hints = get_type_hints(cls)
+    return {f.name: hints[f.name] for f in fields(cls)}
+
+
+def _coerce(value: Any, typ: Any, where: str) -> Any:
+    """Convert a YAML value to ``typ`` or raise a ConfigError naming ``where``."""
+    origin = get_origin(typ)
+    if origin is tuple:
+        (item,) = {a for a in get_args(typ) if a is not Ellipsis}
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} = {value!r}: expected a list")
+        return tuple(_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is Union:
+        raise AssertionError("unions are not used in config dataclasses")
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} = {value!r}: expected true or false")
+    if typ is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} = {value!r}: expected an integer")
+    if typ is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where} = {value!r}: expected a number")
+    if typ is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where} = {value!r}: expected a string")
+    raise AssertionError(f"unsupported config type {typ}")
+
+
+def _build_section(cls: type, raw: Any, source: str, name: str) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: '{name}' = {raw!r}: expected a mapping of keys")
+    types = _section_fields(cls)
+    unknown = sorted(set(raw) - set(types))
+    if unknown:
+        valid = ", ".join(types)
+        raise ConfigError(f"{source}: unknown key '{name}.{unknown[0]}'; valid keys of '{name}': {valid}")
+    values = {}
+    for key, value in raw.items():
+        where = f"{source}: {name}.{key}"
+        values[key] = _coerce(value, types[key], where)
+        check = cls._constraints.get(key)
+        problem = check(values[key]) if check else None
+        if problem:
+            shown = list(values[key]) if isinstance(values[key], tuple) else values[key]
+            raise ConfigError(f"{where} = {shown!r}: {problem}")
+    return cls(**values)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``section.key=value`` into a key path and a YAML-parsed value."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected section.key=value")
+    key, _, raw = text.partition("=")
+    path = key.strip().split(".")
+    if len(path) not in (1, 2) or not all(path):
+        raise ConfigError(f"--set {text!r}: key must be 'section.key' (or 'compat')")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {text!r}: value is not valid YAML ({exc})") from None
+    return path, value
+
+
+def config_from_dict(raw: Any, source: str = "<dict>", overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Build and validate a :class:`Config` from a nested mapping plus ``--set`` overrides."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: top level must be a mapping of sections, got {type(raw).__name__}")
+    raw = json.loads(json.dumps(raw, default=str)) if raw else {}
+    for text in overrides:
+        path, value = parse_override(text)
+        if len(path) == 1:
+            raw[path[0]] = value
+        else:
+            section = raw.setdefault(path[0], {})
+            if not isinstance(section, dict):
+                raise ConfigError(f"--set {text!r}: '{path[0]}' is not a section")
+            section[path[1]] = value
+    valid = [*SECTIONS, "compat"]
+    unknown = sorted(set(raw) - set(valid))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key '{unknown[0]}'; valid keys: {', '.join(valid)}")
+    compat = raw.get("compat", False)
+    if not isinstance(compat, bool):
+        raise ConfigError(f"{source}: compat = {compat!r}: expected true or false")
+    if compat:
+        for (section, key), value in COMPAT_SETTINGS.items():
+            sec = raw.setdefault(section, {}) or {}
+            raw[section] = sec
+            sec.setdefault(key, value)
+    sections = {name: _build_section(cls, raw.get(name), source, name) for name, cls in SECTIONS.items()}
+    cfg = Config(**sections, source=source)
+    _check_cross(cfg)
+    return cfg
+
+
+def _check_cross(cfg: Config) -> None:
+    missing = [s for s in cfg.encoding.tune_subjects if s not in cfg.data.subjects]
+    if missing:
+        raise ConfigError(
+            f"{cfg.source}: encoding.tune_subjects = {list(cfg.encoding.tune_subjects)!r}: "
+            f"{missing[0]!r} is not in data.subjects {list(cfg.data.subjects)!r}"
+        )
+    if cfg.data.n_test >= cfg.data.n_train_videos:
+        raise ConfigError(
+            f"{cfg.source}: data.n_test = {cfg.data.n_test}: must be smaller than "
+            f"data.n_train_videos = {cfg.data.n_train_videos}"
+        )
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML config with ``yaml.safe_load`` and validate it (see :func:`config_from_dict`)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return config_from_dict(raw, source=str(path), overrides=overrides)
+
+
+def dump_config(cfg: Config) -> str:
+    """YAML text of a resolved config (every key, defaults included)."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,511 @@
+"""Minibatch Adam solver of the layer-weighted ROI-wise model, many models trained as one batch.
+
+The model of Zhou, Du & He (2022, Machine Intelligence Research), for one ROI:
+
+    y_v = sum_l |a_l| X_l W_{l,v} + b_v
+    loss = MSE(Y, Yhat) + wc * mean_v sqrt(mean_j W_{j,v}^2) + lay * mean_l |a_l|
+
+A hyper-parameter grid times CV folds is G independent models over the same features. They train
+together: parameters carry a leading model axis (a: (G, L), W: (G, D, V), b: (G, V)), each step
+gathers a (G, batch, D) minibatch and uses ``bmm``, and gradients are written out by hand (no
+autograd graph: each step is a few passes over W). The update is torch's fused Adam over per-model
+views of the stacked parameters: a model with no gradient this step (stopped early, or out of rows
+in a ragged epoch) is skipped by the optimizer, so its parameters and Adam state stay exactly as
+they were. Early-stopping bookkeeping lives on the device; the host synchronises once per epoch,
+to learn which models stopped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from lwroi.encoding.metrics import pearson_r_columns_torch
+
+_CHUNK_ELEMENTS = 1 << 25
+"""Largest gathered (models x rows x features) block when scoring validation rows (128 MB float32)."""
+
+_PARAMS = ("a", "W", "b")
+_METRICS = ("pcc", "mse")
+_VAL_PCC = ("full", "batch")
+
+SeedLike = int | Sequence[int | Sequence[int]]
+
+
+@dataclass(frozen=True)
+class SGDResult:
+    """What a solver returns for G models; the estimator and ``tune_grid`` read these fields.
+
+    Attributes
+    ----------
+    layer_weights : array of shape (n_models, n_layers)
+        |a| of the restored (best) state.
+    coef : array of shape (n_models, n_features, n_voxels)
+        Effective coefficients on the solver's input X, layer weights folded in
+        (``|a|[layer_of_feature] * W``), so a prediction is ``X @ coef + intercept``.
+    intercept : array of shape (n_models, n_voxels)
+    best_epoch : int array of shape (n_models,)
+        Epoch (1-based) of the restored state.
+    n_epochs : int array of shape (n_models,)
+        Epochs each model trained before it stopped (or ``max_epochs``).
+    best_score : array of shape (n_models,)
+        Early-stopping metric of the restored state, as the solver computed it.
+    val_mean_r : array of shape (n_models,)
+        Mean voxel Pearson r of the restored state over each model's whole validation set,
+        whatever the early-stopping metric, so runs with different metrics compare alike.
+    history : dict of str to array of shape (n_models, n_epochs_run)
+        ``"val_score"`` and ``"train_loss"`` (mean over the epoch's minibatches, penalties
+        included) per epoch; NaN after a model stopped.
+    """
+
+    layer_weights: np.ndarray
+    coef: np.ndarray
+    intercept: np.ndarray
+    best_epoch: np.ndarray
+    n_epochs: np.ndarray
+    best_score: np.ndarray
+    val_mean_r: np.ndarray
+    history: dict[str, np.ndarray]
+
+
+def solve_sgd(
+    X: torch.Tensor,
+    layer_of_feature: torch.Tensor,
+    Y: torch.Tensor,
+    *,
+    train_idx: Sequence[np.ndarray],
+    val_idx: Sequence[np.ndarray],
+    wc: Sequence[float],
+    lay: Sequence[float],
+    lr: float = 1e-4,
+    batch_size: int = 16,
+    max_epochs: int = 500,
+    patience: int = 30,
+    min_delta: float = 1e-3,
+    metric: str = "pcc",
+    val_pcc: str = "full",
+    seed: SeedLike = 0,
+    state: dict | None = None,
+    on_epoch: Callable[[int, Callable[[], dict]], None] | None = None,
+) -> SGDResult:
+    """Train G layer-weighted models with Adam and early stopping, all in one batched loop.
+
+    Minimises, for each model g on its own training rows,
+    ``MSE + wc[g] * mean_v sqrt(mean_j W_jv^2) + lay[g] * mean_l |a_l|`` (Zhou, Du & He 2022).
+    Layer weights start at 1/L, W is Xavier-normal like the original (std sqrt(2 / (D + V))),
+    b is zero. Each epoch shuffles each model's rows with its own generator and visits each row
+    once (the last minibatch may be short; a model with fewer rows sits out the extra steps).
+    After each epoch the validation metric decides early stopping: a model improves when its
+    score beats its best by more than ``min_delta``; after ``patience`` epochs without improvement
+    it is frozen (parameters and Adam state stop changing) while the others go on. The best state
+    is returned.
+
+    Parameters
+    ----------
+    X : tensor of shape (n_samples, n_features)
+        Features of all rows, on the device to train on (float32).
+    layer_of_feature : long tensor of shape (n_features,)
+        Layer index (0..L-1) of each feature column, on the same device.
+    Y : tensor of shape (n_samples, n_voxels)
+        Responses, same device and dtype as X.
+    train_idx, val_idx : sequence of G int arrays
+        Rows of X/Y that model g trains on and that decide its early stopping.
+    wc, lay : sequence of G floats
+        Penalty weights of model g.
+    lr, batch_size, max_epochs, patience, min_delta : Adam and early-stopping settings.
+    metric : {"pcc", "mse"}
+        "pcc": mean voxel Pearson r, higher is better; "mse": lower is better.
+    val_pcc : {"full", "batch"}
+        "full": metric over each whole validation set; "batch": the original's mean over
+        consecutive ``batch_size``-row batches of the validation rows, last short batch dropped.
+    seed : int or sequence of G seeds
+        An int s gives model g the stream of seed (s, g); a sequence gives model g the stream of
+        ``seed[g]`` (an int or a tuple of ints). A model's result depends only on its own seed,
+        data and settings, never on which models train beside it.
+    state : dict, optional
+        A dict from ``get_state`` (see ``on_epoch``) to continue an interrupted run exactly.
+    on_epoch : callable, optional
+        ``on_epoch(epochs_done, get_state)`` after every epoch. ``get_state()`` returns a dict of
+        CPU tensors, ints and lists, loadable with ``torch.load(weights_only=True)``. Exceptions
+        propagate (a caller may save the state and raise to stop).
+
+    Returns
+    -------
+    SGDResult
+    """
+    trainer = _BatchedTrainer(
+        X,
+        layer_of_feature,
+        Y,
+        train_idx=train_idx,
+        val_idx=val_idx,
+        wc=wc,
+        lay=lay,
+        lr=lr,
+        batch_size=batch_size,
+        patience=patience,
+        min_delta=min_delta,
+        metric=metric,
+        val_pcc=val_pcc,
+    )
+    if state is None:
+        trainer.initialize(seed)
+    else:
+        trainer.load_state(state)
+    return trainer.run(max_epochs, on_epoch)
+
+
+def model_seed(seed: int | Sequence[int]) -> int:
+    """Draw a 64-bit torch seed from numpy's SeedSequence, so nearby seeds give unrelated streams."""
+    words = np.random.SeedSequence(seed).generate_state(2, dtype=np.uint32)
+    return (int(words[0]) << 32) | int(words[1])
+
+
+def _model_seeds(seed: SeedLike, n_models: int) -> list[int]:
+    if isinstance(seed, (int, np.integer)):
+        return [model_seed((int(seed), g)) for g in range(n_models)]
+    if len(seed) != n_models:
+        raise ValueError(f"seed: got {len(seed)} seeds for {n_models} models")
+    return [model_seed(s) for s in seed]
+
+
+class _BatchedTrainer:
+    """The tensors of G models in training and the loop over their epochs."""
+
+    def __init__(
+        self,
+        X: torch.Tensor,
+        layer_of_feature: torch.Tensor,
+        Y: torch.Tensor,
+        *,
+        train_idx: Sequence[np.ndarray],
+        val_idx: Sequence[np.ndarray],
+        wc: Sequence[float],
+        lay: Sequence[float],
+        lr: float,
+        batch_size: int,
+        patience: int,
+        min_delta: float,
+        metric: str,
+        val_pcc: str,
+    ) -> None:
+        _check_inputs(X, layer_of_feature, Y, train_idx, val_idx, wc, lay, metric, val_pcc, batch_size)
+        self.X, self.Y, self.lof = X, Y, layer_of_feature
+        self.device, self.dtype = X.device, X.dtype
+        self.n_models = G = len(train_idx)
+        self.n_features = X.shape[1]
+        self.n_voxels = Y.shape[1]
+        self.n_layers = int(layer_of_feature.max()) + 1
+        # Summing per-feature gradients into layers by a matmul, not index_add_ (atomic, hence
+        # nondeterministic, on CUDA).
+        self.layer_onehot = torch.nn.functional.one_hot(layer_of_feature, self.n_layers).to(X.dtype)
+        self.lr, self.batch_size, self.patience, self.min_delta = lr, batch_size, patience, min_delta
+        self.metric, self.val_pcc = metric, val_pcc
+        self.train_idx = [np.asarray(i, dtype=np.int64) for i in train_idx]
+        self.n_train = np.array([len(i) for i in self.train_idx])
+        self.penalties = {"wc": [float(x) for x in wc], "lay": [float(x) for x in lay]}
+        self.wc = torch.tensor(self.penalties["wc"], dtype=self.dtype, device=self.device)
+        self.lay = torch.tensor(self.penalties["lay"], dtype=self.dtype, device=self.device)
+
+        # Ragged epochs: model g has ceil(n_g / B) minibatches; the step grid is padded to the
+        # longest, and a padded slot has mask 0 (a step with no rows is no step for that model).
+        B = batch_size
+        self.steps_per_epoch = int(np.ceil(self.n_train.max() / B))
+        self.n_batches = torch.tensor(np.ceil(self.n_train / B), dtype=self.dtype, device=self.device)
+        slot = np.arange(self.steps_per_epoch * B)
+        row_mask = (slot[None, :] < self.n_train[:, None]).reshape(G, self.steps_per_epoch, B)
+        self.row_mask = torch.tensor(row_mask, dtype=self.dtype, device=self.device)
+        self.step_has_rows_host = row_mask.any(-1)
+        self.step_has_rows = torch.tensor(self.step_has_rows_host, device=self.device)
+
+        self._prepare_validation([np.asarray(i, dtype=np.int64) for i in val_idx])
+        self.t: dict[str, torch.Tensor] = {}
+        self.generators: list[torch.Generator] = []
+        self.epoch = 0
+        self.grad_W = torch.empty((G, self.n_features, self.n_voxels), dtype=self.dtype, device=self.device)
+
+    # ------------------------------------------------------------------ set-up
+    def _prepare_validation(self, val_idx: list[np.ndarray]) -> None:
+        G, B = self.n_models, self.batch_size
+        n_val = np.array([len(i) for i in val_idx])
+        rows = np.zeros((G, n_val.max()), dtype=np.int64)
+        for g, idx in enumerate(val_idx):
+            rows[g, : len(idx)] = idx
+        self.val_rows = torch.tensor(rows, device=self.device)
+        counted = np.arange(n_val.max())[None, :] < n_val[:, None]
+        if self.val_pcc == "batch":
+            # The original scored validation batches with drop_last=True.
+            n_batches = n_val // B
+            counted = np.arange(n_val.max())[None, :] < (n_batches * B)[:, None]
+            self.val_batch_mask = torch.tensor(
+                np.arange(n_batches.max())[None, :] < n_batches[:, None], dtype=self.dtype, device=self.device
+            )
+        self.val_mask = torch.tensor(counted, dtype=self.dtype, device=self.device)
+        self.val_full_mask = torch.tensor(
+            np.arange(n_val.max())[None, :] < n_val[:, None], dtype=self.dtype, device=self.device
+        )
+        self.Y_val = self.Y.index_select(0, self.val_rows.reshape(-1)).view(G, -1, self.n_voxels)
+
+    def initialize(self, seed: SeedLike) -> None:
+        """Fresh parameters: a = 1/L, W Xavier-normal from each model's own generator, b = 0."""
+        G, D, V, L = self.n_models, self.n_features, self.n_voxels, self.n_layers
+        opts = {"dtype": self.dtype, "device": self.device}
+        self.generators = [torch.Generator().manual_seed(s) for s in _model_seeds(seed, G)]
+        W = torch.empty((G, D, V), **opts)
+        std = math.sqrt(2.0 / (D + V))
+        for g, gen in enumerate(self.generators):
+            W[g].copy_(torch.randn((D, V), generator=gen, dtype=self.dtype).mul_(std))
+        t = {"a": torch.full((G, L), 1.0 / L, **opts), "W": W, "b": torch.zeros((G, V), **opts)}
+        for name in _PARAMS:
+            t[f"best_{name}"] = t[name].clone()
+        zeros = torch.zeros(G, dtype=torch.int64, device=self.device)
+        t["best_gain"] = torch.full((G,), -math.inf, **opts)
+        t["best_epoch"] = zeros.clone()
+        t["wait"] = zeros.clone()
+        t["n_epochs"] = zeros.clone()
+        t["stopped"] = torch.zeros(G, dtype=torch.bool, device=self.device)
+        t["history_val_score"] = torch.empty((G, 0), **opts)
+        t["history_train_loss"] = torch.empty((G, 0), **opts)
+        self.t = t
+        self.epoch = 0
+        self._make_optimizer()
+
+    def _make_optimizer(self) -> None:
+        """Adam over per-model views [a[g], W[g], b[g]] of the stacked parameters (fused kernels)."""
+        self.param_views = [[self.t[name][g] for name in _PARAMS] for g in range(self.n_models)]
+        self.optimizer = torch.optim.Adam([p for views in self.param_views for p in views], lr=self.lr, fused=True)
+
+    def _fingerprint(self) -> dict:
+        """Collect the settings a saved state must share with this run to continue it."""
+        return {
+            "n_models": self.n_models,
+            "n_features": self.n_features,
+            "n_voxels": self.n_voxels,
+            "n_layers": self.n_layers,
+            "n_train": [int(n) for n in self.n_train],
+            **self.penalties,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "metric": self.metric,
+            "val_pcc": self.val_pcc,
+        }
+
+    def get_state(self) -> dict:
+        """Everything needed to continue exactly: CPU tensors, ints and lists only."""
+        return {
+            "epoch": self.epoch,
+            "fingerprint": self._fingerprint(),
+            "tensors": {name: x.detach().to("cpu", copy=True) for name, x in self.t.items()},
+            "optimizer": _to_cpu(self.optimizer.state_dict()),
+            "generators": [gen.get_state() for gen in self.generators],
+        }
+
+    def load_state(self, state: dict) -> None:
+        """Continue from ``get_state()``'s dict; refuses a state saved by different settings."""
+        saved, current = state["fingerprint"], self._fingerprint()
+        for key, value in current.items():
+            if saved.get(key) != value:
+                raise ValueError(f"cannot resume: saved state has {key}={saved.get(key)!r} but this run has {value!r}")
+        self.t = {name: x.to(self.device) for name, x in state["tensors"].items()}
+        self._make_optimizer()
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generators = []
+        for gen_state in state["generators"]:
+            gen = torch.Generator()
+            gen.set_state(gen_state)
+            self.generators.append(gen)
+        self.epoch = int(state["epoch"])
+
+    # ------------------------------------------------------------------ training
+    def run(self, max_epochs: int, on_epoch: Callable[[int, Callable[[], dict]], None] | None) -> SGDResult:
+        """Train until every model stopped or ``max_epochs`` epochs ran, then return the best states."""
+        t = self.t
+        for _ in range(self.epoch, max_epochs):
+            stopped = t["stopped"].cpu().numpy()
+            if stopped.all():
+                break
+            live = ~t["stopped"]
+            train_loss = self._train_epoch(live, ~stopped)
+            score = self._validation_score()
+            self._early_stopping_update(score, train_loss, live)
+            if on_epoch is not None:
+                on_epoch(self.epoch, self.get_state)
+        return self._result()
+
+    def _train_epoch(self, live: torch.Tensor, live_host: np.ndarray) -> torch.Tensor:
+        G, B = self.n_models, self.batch_size
+        rows = np.zeros((G, self.steps_per_epoch * B), dtype=np.int64)
+        for g, gen in enumerate(self.generators):
+            perm = torch.randperm(int(self.n_train[g]), generator=gen).numpy()
+            rows[g, : self.n_train[g]] = self.train_idx[g][perm]
+        rows_t = torch.from_numpy(rows).view(G, self.steps_per_epoch, B).to(self.device)
+        loss_sum = torch.zeros(G, dtype=self.dtype, device=self.device)
+        for s in range(self.steps_per_epoch):
+            active = self.step_has_rows[:, s] & live
+            loss = self._train_step(rows_t[:, s], self.row_mask[:, s], self.step_has_rows_host[:, s] & live_host)
+            loss_sum += torch.where(active, loss, torch.zeros_like(loss))
+        return loss_sum / self.n_batches
+
+    def _train_step(self, rows: torch.Tensor, row_mask: torch.Tensor, active: np.ndarray) -> torch.Tensor:
+        """One Adam step of the ``active`` models on their minibatches; returns each model's loss."""
+        t = self.t
+        G, B = rows.shape
+        D, V, L = self.n_features, self.n_voxels, self.n_layers
+        W, a = t["W"], t["a"]
+        flat = rows.reshape(-1)
+        Xb = self.X.index_select(0, flat).view(G, B, D)
+        Yb = self.Y.index_select(0, flat).view(G, B, V)
+        a_abs = a.abs()
+        Xs = Xb * a_abs.index_select(1, self.lof).unsqueeze(1)
+        resid = (torch.baddbmm(t["b"].unsqueeze(1), Xs, W) - Yb) * row_mask.unsqueeze(-1)
+        count = row_mask.sum(1).clamp_min(1)
+        grad_W = self.grad_W
+        rms = torch.mul(W, W, out=grad_W).sum(1).div_(D).sqrt_()
+        loss = resid.square().sum((1, 2)) / (count * V) + self.wc * rms.mean(1) + self.lay * a_abs.mean(1)
+
+        # Gradients, by hand: d/dW of the RMS penalty is wc / (V D) * W_jv / rms_v.
+        dpred = resid * (2.0 / (count * V)).view(G, 1, 1)
+        torch.mul(W, (self.wc.view(G, 1) / (V * D) / rms.clamp_min(1e-30)).unsqueeze(1), out=grad_W)
+        grad_W.baddbmm_(Xs.transpose(1, 2), dpred)
+        grad_b = dpred.sum(1)
+        grad_scale = (torch.bmm(dpred, W.transpose(1, 2)) * Xb).sum(1)
+        grad_a_abs = grad_scale @ self.layer_onehot + (self.lay / L).unsqueeze(1)
+        grads = (grad_a_abs * torch.sign(a), grad_W, grad_b)
+        for g, views in enumerate(self.param_views):
+            for param, grad in zip(views, grads, strict=True):
+                param.grad = grad[g] if active[g] else None
+        self.optimizer.step()
+        return loss
+
+    # ------------------------------------------------------------------ validation
+    def _predict_rows(self, rows: torch.Tensor, a: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Predictions (G, n_rows, V) of each model for its own rows, in row chunks to bound memory."""
+        G, n_rows = rows.shape
+        scale = a.abs().index_select(1, self.lof).unsqueeze(1)
+        chunk = max(1, _CHUNK_ELEMENTS // (G * self.n_features))
+        out = torch.empty((G, n_rows, self.n_voxels), dtype=self.dtype, device=self.device)
+        for start in range(0, n_rows, chunk):
+            part = rows[:, start : start + chunk]
+            Xc = self.X.index_select(0, part.reshape(-1)).view(G, part.shape[1], -1) * scale
+            out[:, start : start + chunk] = torch.baddbmm(b.unsqueeze(1), Xc, W)
+        return out
+
+    def _validation_score(self) -> torch.Tensor:
+        t = self.t
+        pred = self._predict_rows(self.val_rows, t["a"], t["W"], t["b"])
+        if self.metric == "mse":
+            err = (pred - self.Y_val).square() * self.val_mask.unsqueeze(-1)
+            return err.sum((1, 2)) / (self.val_mask.sum(1) * self.n_voxels)
+        if self.val_pcc == "full":
+            return pearson_r_columns_torch(self.Y_val, pred, self.val_mask).mean(-1)
+        G, B, V = self.n_models, self.batch_size, self.n_voxels
+        n_batches = self.val_batch_mask.shape[1]
+        used = slice(0, n_batches * B)
+        r = pearson_r_columns_torch(
+            self.Y_val[:, used].reshape(G * n_batches, B, V), pred[:, used].reshape(G * n_batches, B, V)
+        ).view(G, n_batches, V)
+        return (r.mean(-1) * self.val_batch_mask).sum(1) / self.val_batch_mask.sum(1)
+
+    def _early_stopping_update(self, score: torch.Tensor, train_loss: torch.Tensor, live: torch.Tensor) -> None:
+        t = self.t
+        self.epoch += 1
+        gain = score if self.metric == "pcc" else -score
+        improved = live & (gain > t["best_gain"] + self.min_delta)
+        for name in _PARAMS:
+            best = t[f"best_{name}"]
+            shape = (self.n_models,) + (1,) * (best.ndim - 1)
+            torch.where(improved.view(shape), t[name], best, out=best)
+        t["best_gain"] = torch.where(improved, gain, t["best_gain"])
+        t["best_epoch"] = torch.where(improved, self.epoch, t["best_epoch"])
+        t["wait"] = torch.where(improved, 0, t["wait"] + live.long())
+        t["n_epochs"] = torch.where(live, self.epoch, t["n_epochs"])
+        t["stopped"] = t["stopped"] | (t["wait"] >= self.patience)
+        nan = torch.full_like(score, math.nan)
+        for key, value in (("history_val_score", score), ("history_train_loss", train_loss)):
+            t[key] = torch.cat([t[key], torch.where(live, value, nan).unsqueeze(1)], dim=1)
+
+    def _result(self) -> SGDResult:
+        t = self.t
+        a, W, b = t["best_a"], t["best_W"], t["best_b"]
+        full = self._predict_rows(self.val_rows, a, W, b)
+        val_mean_r = pearson_r_columns_torch(self.Y_val, full, self.val_full_mask).mean(-1)
+        coef = W.to("cpu", copy=True).mul_(a.abs().index_select(1, self.lof).unsqueeze(-1).cpu())
+        best_score = t["best_gain"] if self.metric == "pcc" else -t["best_gain"]
+        return SGDResult(
+            layer_weights=a.abs().cpu().numpy(),
+            coef=coef.numpy(),
+            intercept=b.cpu().numpy(),
+            best_epoch=t["best_epoch"].cpu().numpy(),
+            n_epochs=t["n_epochs"].cpu().numpy(),
+            best_score=best_score.cpu().numpy(),
+            val_mean_r=val_mean_r.cpu().numpy(),
+            history={
+                "val_score": t["history_val_score"].cpu().numpy(),
+                "train_loss": t["history_train_loss"].cpu().numpy(),
+            },
+        )
+
+
+def _to_cpu(obj):
+    """Copy a nested dict/list of tensors with every tensor moved to the CPU (for torch.save)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {key: _to_cpu(value) for key, value in obj.items()}
+    if isinstance(obj, list):
+        return [_to_cpu(value) for value in obj]
+    return obj
+
+
+def _check_inputs(
+    X: torch.Tensor,
+    layer_of_feature: torch.Tensor,
+    Y: torch.Tensor,
+    train_idx: Sequence[np.ndarray],
+    val_idx: Sequence[np.ndarray],
+    wc: Sequence[float],
+    lay: Sequence[float],
+    metric: str,
+    val_pcc: str,
+    batch_size: int,
+) -> None:
+    """Fail before any work with a message that names the argument, its value and what was expected."""
+    if X.ndim != 2 or Y.ndim != 2 or X.shape[0] != Y.shape[0]:
+        raise ValueError(
+            f"X must be (n_samples, n_features) and Y (n_samples, n_voxels) with the same rows; "
+            f"got {tuple(X.shape)} and {tuple(Y.shape)}"
+        )
+    if not X.is_floating_point() or Y.dtype != X.dtype or Y.device != X.device:
+        raise ValueError(f"X and Y must share a float dtype and device; got {X.dtype}/{X.device}, {Y.dtype}/{Y.device}")
+    if layer_of_feature.shape != (X.shape[1],) or layer_of_feature.dtype != torch.int64:
+        raise ValueError(
+            f"layer_of_feature must be a long tensor of shape ({X.shape[1]},); "
+            f"got {layer_of_feature.dtype} {tuple(layer_of_feature.shape)}"
+        )
+    if metric not in _METRICS:
+        raise ValueError(f"metric={metric!r}: must be one of {', '.join(_METRICS)}")
+    if val_pcc not in _VAL_PCC:
+        raise ValueError(f"val_pcc={val_pcc!r}: must be one of {', '.join(_VAL_PCC)}")
+    G = len(train_idx)
+    if G == 0:
+        raise ValueError("train_idx is empty: nothing to train")
+    for name, seq in (("val_idx", val_idx), ("wc", wc), ("lay", lay)):
+        if len(seq) != G:
+            raise ValueError(f"{name} has {len(seq)} entries but train_idx has {G} (one per model)")
+    n = X.shape[0]
+    for name, seq, least in (("train_idx", train_idx, 1), ("val_idx", val_idx, 2)):
+        for g, idx in enumerate(seq):
+            idx = np.asarray(idx)
+            if len(idx) < least or idx.min() < 0 or idx.max() >= n:
+                raise ValueError(f"{name}[{g}]: need >= {least} row indices in [0, {n}); got {len(idx)} rows")
+    if val_pcc == "batch":
+        short = [g for g, idx in enumerate(val_idx) if len(idx) < batch_size]
+        if short:
+            raise ValueError(
+                f"val_pcc='batch' needs >= batch_size={batch_size} validation rows per model; "
+                f"models {short} have fewer (use val_pcc='full')"
+            )

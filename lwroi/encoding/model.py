@@ -1,0 +1,294 @@
+"""The layer-weighted ROI-wise encoding model as a scikit-learn estimator.
+
+``LayerWeightedEncoder`` validates arrays, stacks the layer blocks, and dispatches by name to a
+solver from ``SOLVERS`` (arrays and a device in, arrays out); it holds no numerics of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from numbers import Integral, Real
+from typing import ClassVar
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from lwroi.data.splits import inner_validation_split
+from lwroi.encoding._solvers import SOLVERS, get_solver, solver_options
+from lwroi.encoding.devices import resolve_device
+from lwroi.encoding.metrics import pearson_r_columns
+
+LAYER_SCALINGS = ("balanced", "none")
+
+
+def stack_layer_features(
+    X_layers: Sequence[np.ndarray], layer_scaling: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Concatenate layer blocks into one float32 matrix, scaled once before training.
+
+    ``"balanced"`` divides each block by sqrt(its dimension) so every layer starts with the same
+    share of the prediction and a layer weight measures importance, not feature count;
+    ``"none"`` keeps the original's scaling.
+
+    Returns
+    -------
+    X : array of shape (n_samples, n_features), float32
+    layer_of_feature : int64 array of shape (n_features,)
+    feature_scale : float32 array of shape (n_features,)
+        The factor each column was multiplied by: coefficients on X times this factor are the
+        coefficients on the unscaled input.
+    """
+    if layer_scaling not in LAYER_SCALINGS:
+        raise ValueError(f"layer_scaling={layer_scaling!r}: must be one of {', '.join(LAYER_SCALINGS)}")
+    dims = [x.shape[1] for x in X_layers]
+    layer_of_feature = np.repeat(np.arange(len(dims)), dims)
+    per_layer = [1.0 / np.sqrt(d) if layer_scaling == "balanced" else 1.0 for d in dims]
+    feature_scale = np.repeat(np.asarray(per_layer, dtype=np.float32), dims)
+    X = np.empty((X_layers[0].shape[0], sum(dims)), dtype=np.float32)
+    for block, start, stop in zip(X_layers, np.cumsum([0, *dims[:-1]]), np.cumsum(dims), strict=True):
+        X[:, start:stop] = block
+    X *= feature_scale
+    return X, layer_of_feature, feature_scale
+
+
+class LayerWeightedEncoder(BaseEstimator):
+    """Layer-weighted ROI-wise encoding model (Zhou, Du & He 2022): one weight per DNN layer per ROI.
+
+    ``y_v = sum_l |a_l| X_l W_{l,v} + b_v``, with the layer weights a shared by all voxels of
+    the ROI, fitted by minimising ``MSE + wc * mean_v sqrt(mean_j W_jv^2) + lay * mean_l |a_l|``
+    with early stopping on a validation set.
+
+    Parameters
+    ----------
+    wc : float, default=10.0
+        Weight of the per-voxel RMS (group) penalty on W.
+    lay : float, default=1.0
+        Weight of the L1 penalty on the layer weights.
+    solver : str, default="sgd"
+        Name of a solver in ``lwroi.encoding.SOLVERS``.
+    lr, batch_size, max_epochs, patience, min_delta : Adam and early-stopping settings
+        (defaults 1e-4, 16, 500, 30, 1e-3: the original's).
+    metric : {"pcc", "mse"}, default="pcc"
+        Early-stopping metric: mean voxel Pearson r (higher is better) or MSE.
+    val_pcc : {"full", "batch"}, default="full"
+        PCC over the whole validation set, or the original's mean over 16-row batches.
+    val_fraction : float, default=0.1
+        Share of the training rows held out for early stopping when no X_val is given.
+    layer_scaling : {"balanced", "none"}, default="balanced"
+        Divide each layer block by sqrt(its dimension) before training ("none": the original).
+    device : str, default="auto"
+        "auto", "cpu", "cuda" or "cuda:N".
+    random_state : int, default=0
+        Seeds the inner validation split, the initial W and the minibatch order.
+
+    Attributes
+    ----------
+    layer_weights_ : array of shape (n_layers,)
+        Non-negative layer weights |a| (of the scaled blocks when layer_scaling="balanced").
+    coef_ : array of shape (n_features, n_voxels)
+        Coefficients on the unscaled, concatenated input layers, layer weights folded in, so
+        ``predict`` is ``concat(X) @ coef_ + intercept_``.
+    intercept_ : array of shape (n_voxels,)
+    n_layers_, layer_dims_ : int, list of int
+    solver_ : str
+    n_epochs_, best_epoch_ : int
+        Epochs trained, and the epoch of the restored best state.
+    best_score_ : float
+        Early-stopping metric of the restored state.
+    val_mean_r_ : float
+        Mean voxel Pearson r of the restored state on the whole validation set.
+    history_ : dict of str to array of shape (n_epochs_,)
+        "val_score" and "train_loss" per epoch.
+    """
+
+    _parameter_constraints: ClassVar[dict] = {
+        "wc": [Interval(Real, 0, None, closed="left")],
+        "lay": [Interval(Real, 0, None, closed="left")],
+        "solver": [StrOptions(set(SOLVERS))],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "patience": [Interval(Integral, 1, None, closed="left")],
+        "min_delta": [Interval(Real, 0, None, closed="left")],
+        "metric": [StrOptions({"pcc", "mse"})],
+        "val_pcc": [StrOptions({"full", "batch"})],
+        "val_fraction": [Interval(Real, 0, 0.5, closed="neither")],
+        "layer_scaling": [StrOptions(set(LAYER_SCALINGS))],
+        "device": [str, torch.device],
+        "random_state": [Interval(Integral, 0, None, closed="left")],
+    }
+
+    def __init__(
+        self,
+        *,
+        wc: float = 10.0,
+        lay: float = 1.0,
+        solver: str = "sgd",
+        lr: float = 1e-4,
+        batch_size: int = 16,
+        max_epochs: int = 500,
+        patience: int = 30,
+        min_delta: float = 1e-3,
+        metric: str = "pcc",
+        val_pcc: str = "full",
+        val_fraction: float = 0.1,
+        layer_scaling: str = "balanced",
+        device: str = "auto",
+        random_state: int = 0,
+    ) -> None:
+        self.wc = wc
+        self.lay = lay
+        self.solver = solver
+        self.lr = lr
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.min_delta = min_delta
+        self.metric = metric
+        self.val_pcc = val_pcc
+        self.val_fraction = val_fraction
+        self.layer_scaling = layer_scaling
+        self.device = device
+        self.random_state = random_state
+
+    def fit(
+        self,
+        X: Sequence[np.ndarray],
+        Y: np.ndarray,
+        *,
+        X_val: Sequence[np.ndarray] | None = None,
+        Y_val: np.ndarray | None = None,
+        state: dict | None = None,
+        on_epoch: Callable[[int, Callable[[], dict]], None] | None = None,
+    ) -> LayerWeightedEncoder:
+        """Fit on layer blocks X and responses Y, early stopping on (X_val, Y_val) or an inner split.
+
+        Parameters
+        ----------
+        X : list of arrays of shape (n_samples, n_features_l), one per layer
+        Y : array of shape (n_samples, n_voxels)
+            Only valid voxels: the caller drops constant or masked-out columns.
+        X_val, Y_val : same layout, optional
+            Validation rows for early stopping. Without them, a ``val_fraction`` share of the
+            rows (``lwroi.data.splits.inner_validation_split``) is held out of training.
+        state, on_epoch :
+            Resume support, passed to the solver (see ``lwroi.encoding.solve_sgd``).
+        """
+        self._validate_params()
+        X = _check_layers(X, "X")
+        Y = _check_responses(Y, X[0].shape[0], "Y")
+        n = Y.shape[0]
+        if (X_val is None) != (Y_val is None):
+            raise ValueError("pass both X_val and Y_val, or neither")
+        if X_val is not None:
+            X_val = _check_layers(X_val, "X_val", dims=[x.shape[1] for x in X])
+            Y_val = _check_responses(Y_val, X_val[0].shape[0], "Y_val", n_voxels=Y.shape[1])
+            X = [np.concatenate([x, xv]) for x, xv in zip(X, X_val, strict=True)]
+            Y = np.concatenate([Y, Y_val])
+            train, val = np.arange(n), np.arange(n, Y.shape[0])
+        else:
+            train, val = inner_validation_split(n, self.val_fraction, self.random_state)
+
+        features, layer_of_feature, feature_scale = stack_layer_features(X, self.layer_scaling)
+        device = resolve_device(self.device)
+        solver = get_solver(self.solver)
+        shared = {k: v for k, v in self.get_params().items() if k not in ("wc", "lay")}
+        result = solver(
+            torch.from_numpy(features).to(device),
+            torch.from_numpy(layer_of_feature).to(device),
+            torch.from_numpy(np.asarray(Y, dtype=np.float32)).to(device),
+            train_idx=[train],
+            val_idx=[val],
+            wc=[self.wc],
+            lay=[self.lay],
+            seed=self.random_state,
+            state=state,
+            on_epoch=on_epoch,
+            **solver_options(solver, shared),
+        )
+        self.solver_ = self.solver
+        self.n_layers_ = len(X)
+        self.layer_dims_ = [x.shape[1] for x in X]
+        self.layer_weights_ = result.layer_weights[0]
+        self.coef_ = result.coef[0] * feature_scale[:, None]
+        self.intercept_ = result.intercept[0]
+        self.n_epochs_ = int(result.n_epochs[0])
+        self.best_epoch_ = int(result.best_epoch[0])
+        self.best_score_ = float(result.best_score[0])
+        self.val_mean_r_ = float(result.val_mean_r[0])
+        self.history_ = {key: value[0] for key, value in result.history.items()}
+        return self
+
+    def predict(self, X: Sequence[np.ndarray]) -> np.ndarray:
+        """Predicted responses, array of shape (n_samples, n_voxels)."""
+        check_is_fitted(self)
+        X = _check_layers(X, "X", dims=self.layer_dims_)
+        return sum(self._layer_predictions(X)) + self.intercept_
+
+    def score(self, X: Sequence[np.ndarray], Y: np.ndarray) -> float:
+        """Mean over voxels of the Pearson r between Y and the prediction (the paper's accuracy)."""
+        return float(self.score_voxels(X, Y).mean())
+
+    def score_voxels(self, X: Sequence[np.ndarray], Y: np.ndarray) -> np.ndarray:
+        """Pearson r of each voxel, array of shape (n_voxels,); 0 for constant voxels."""
+        check_is_fitted(self)
+        X = _check_layers(X, "X", dims=self.layer_dims_)
+        Y = _check_responses(Y, X[0].shape[0], "Y", n_voxels=self.intercept_.shape[0])
+        return pearson_r_columns(Y, sum(self._layer_predictions(X)) + self.intercept_)
+
+    def layer_contributions(self, X: Sequence[np.ndarray], Y: np.ndarray) -> np.ndarray:
+        """Each layer's share of the accuracy, array of shape (n_layers,) summing to 1.
+
+        Per layer: predict with only that layer's features (the others zeroed, intercept kept),
+        take the mean voxel r on (X, Y), clip negative values to 0 (a layer that predicts worse
+        than chance contributes nothing, and the shares stay in [0, 1]), and normalise to sum 1.
+        If no layer has a positive r, the shares are uniform (1 / n_layers).
+        """
+        check_is_fitted(self)
+        X = _check_layers(X, "X", dims=self.layer_dims_)
+        Y = _check_responses(Y, X[0].shape[0], "Y", n_voxels=self.intercept_.shape[0])
+        r = np.array([pearson_r_columns(Y, part + self.intercept_).mean() for part in self._layer_predictions(X)])
+        r = np.clip(r, 0.0, None)
+        total = r.sum()
+        return r / total if total > 0 else np.full(len(r), 1.0 / len(r))
+
+    def _layer_predictions(self, X: list[np.ndarray]) -> list[np.ndarray]:
+        """Each layer's term ``X_l @ coef_l`` of the prediction, without the intercept."""
+        bounds = np.cumsum([0, *self.layer_dims_])
+        return [x @ self.coef_[start:stop] for x, start, stop in zip(X, bounds[:-1], bounds[1:], strict=True)]
+
+
+def _check_layers(X: Sequence[np.ndarray], name: str, dims: Sequence[int] | None = None) -> list[np.ndarray]:
+    """Layer blocks as finite 2-D float32 arrays with equal rows (and the fitted dims, if given)."""
+    if isinstance(X, np.ndarray) or not isinstance(X, Sequence) or len(X) == 0:
+        raise ValueError(f"{name} must be a non-empty list of per-layer arrays (n_samples, n_features_l)")
+    blocks = [np.asarray(x, dtype=np.float32) for x in X]
+    for i, x in enumerate(blocks):
+        if x.ndim != 2:
+            raise ValueError(f"{name}[{i}] must be 2-D (n_samples, n_features_l); got shape {x.shape}")
+        if x.shape[0] != blocks[0].shape[0]:
+            raise ValueError(f"{name}[{i}] has {x.shape[0]} rows but {name}[0] has {blocks[0].shape[0]}")
+        if not np.isfinite(x).all():
+            raise ValueError(f"{name}[{i}] contains NaN or infinite values")
+    if dims is not None and [x.shape[1] for x in blocks] != list(dims):
+        raise ValueError(
+            f"{name} has layer dims {[x.shape[1] for x in blocks]} but the model was fitted with {list(dims)}"
+        )
+    return blocks
+
+
+def _check_responses(Y: np.ndarray, n_samples: int, name: str, n_voxels: int | None = None) -> np.ndarray:
+    """Responses as a finite 2-D array with the features' row count (and the fitted voxel count)."""
+    Y = np.asarray(Y)
+    if Y.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, n_voxels); got shape {Y.shape}")
+    if Y.shape[0] != n_samples:
+        raise ValueError(f"{name} has {Y.shape[0]} rows but the features have {n_samples}")
+    if n_voxels is not None and Y.shape[1] != n_voxels:
+        raise ValueError(f"{name} has {Y.shape[1]} voxels but the model was fitted with {n_voxels}")
+    if not np.isfinite(Y).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return Y

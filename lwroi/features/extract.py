@@ -1,0 +1,383 @@
+"""DNN layer activations of video clips: model loading, layer choice, batched extraction.
+
+A clip's feature vector for a layer is the mean of that layer's activations over the
+clip's sampled frames. Frames of consecutive clips share forward batches, and clips are
+decoded in background threads while the network runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import itertools
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torchvision
+from torch.nn import functional as F
+from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+
+from lwroi._io import sha256_file
+from lwroi.exceptions import ConfigError, RandomWeightsWarning
+from lwroi.features.video import read_video_frames
+
+ALEXNET_LAYERS: dict[str, str] = {
+    "conv1": "features.2",
+    "conv2": "features.5",
+    "conv3": "features.7",
+    "conv4": "features.9",
+    "conv5": "features.12",
+    "fc6": "classifier.2",
+    "fc7": "classifier.5",
+    "fc8": "classifier.6",
+}
+"""The paper's eight AlexNet layers: conv blocks after their ReLU/max-pool, fc6/fc7 after ReLU, fc8 logits."""
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+N_DEFAULT_BLOCKS = 8
+_NORMS = (torch.nn.BatchNorm2d, torch.nn.BatchNorm1d, torch.nn.LayerNorm, torch.nn.GroupNorm)
+_DROPOUTS = (torch.nn.Dropout, torch.nn.Dropout2d)
+
+
+def _graph_nodes(model: torch.nn.Module) -> list[str]:
+    """Node names of the model's eval-mode graph, input excluded."""
+    _, eval_nodes = get_graph_node_names(model, suppress_diff_warning=True)
+    return [n for n in eval_nodes if n != "x"]
+
+
+def _default_nodes(model: torch.nn.Module, nodes: list[str]) -> dict[str, str]:
+    """About eight evenly spaced block outputs plus the final output.
+
+    A block is a sub-module with parameters (normalisation layers excluded: they belong
+    to the layer before them), taken at the shallowest module depth that offers at least
+    ``N_DEFAULT_BLOCKS`` blocks. Its output is read after the parameter-free operations that
+    follow it in the same container (ReLU, pooling), dropout aside; on AlexNet this picks
+    exactly the paper's layers.
+    """
+    modules = dict(model.named_modules())
+    final = nodes[-1]
+
+    def is_block(name: str) -> bool:
+        module = modules.get(name)
+        return (
+            module is not None
+            and not isinstance(module, _NORMS)
+            and any(True for _ in module.parameters())
+            and final != name
+            and not final.startswith(name + ".")
+        )
+
+    outputs: dict[str, str] = {}
+    for depth in (1, 2, 3, 4):
+        outputs, current, parent = {}, None, ""
+        for node in nodes[:-1]:
+            prefix = ".".join(node.split(".")[:depth])
+            if is_block(prefix):
+                current, parent = prefix, prefix.rpartition(".")[0]
+            elif current != prefix and parent and not node.startswith(parent + "."):
+                current = None
+            if current is not None and not isinstance(modules.get(node), _DROPOUTS):
+                outputs[current] = node
+        if len(outputs) >= N_DEFAULT_BLOCKS:
+            break
+    chosen = list(outputs.values())
+    if len(chosen) > N_DEFAULT_BLOCKS:
+        chosen = [chosen[i] for i in np.rint(np.linspace(0, len(chosen) - 1, N_DEFAULT_BLOCKS)).astype(int)]
+    return {node: node for node in [*chosen, final]}
+
+
+def resolve_layers(model_name: str, model: torch.nn.Module, layers: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """Map display names to graph nodes of ``model``.
+
+    Parameters
+    ----------
+    model_name : str
+        torchvision name of ``model``; ``"alexnet"`` gets the paper's layers by default and
+        also accepts their names (``conv1`` ... ``fc8``) as entries.
+    model : torch.nn.Module
+    layers : sequence of str
+        Entries ``"node"`` or ``"alias=node"``; empty selects the default layers.
+
+    Returns
+    -------
+    layers : dict of str to str
+        Display name -> graph node name, in network order of the request.
+
+    Raises
+    ------
+    ConfigError
+        An entry names no node of the graph, or two entries share a display name.
+    """
+    if model_name == "alexnet" and not layers:
+        return dict(ALEXNET_LAYERS)
+    nodes = _graph_nodes(model)
+    if not layers:
+        return _default_nodes(model, nodes)
+    known = set(nodes)
+    resolved: dict[str, str] = {}
+    for entry in layers:
+        alias, sep, node = entry.partition("=")
+        alias, node = alias.strip(), node.strip()
+        if not sep:
+            node = ALEXNET_LAYERS.get(alias, alias) if model_name == "alexnet" else alias
+        if node not in known:
+            close = difflib.get_close_matches(node, nodes, n=5, cutoff=0.5) or nodes[:: max(1, len(nodes) // 8)]
+            raise ConfigError(
+                f"layer {entry!r}: {node!r} is not a node of {model_name}'s graph; "
+                f"valid nodes include: {', '.join(close)} "
+                "(all: torchvision.models.feature_extraction.get_graph_node_names)"
+            )
+        if alias in resolved:
+            raise ConfigError(f"layer {entry!r}: display name {alias!r} is given twice")
+        resolved[alias] = node
+    return resolved
+
+
+def load_model(model_name: str, *, weights: str, seed: int, weights_sha256: str = "") -> tuple[torch.nn.Module, dict]:
+    """Build a torchvision classification model with random or local weights.
+
+    Weights are never downloaded: ``weights`` is ``"random"`` (seeded, reproducible, and
+    flagged with a :class:`RandomWeightsWarning`) or the path of a local state-dict file.
+
+    Returns
+    -------
+    model : torch.nn.Module
+        In eval mode, on the CPU.
+    info : dict
+        ``model``, ``weights`` ("random" or the path), ``sha256`` (of the file, "" when
+        random), ``random_init``, ``seed``: provenance to store beside the features.
+
+    Raises
+    ------
+    ConfigError
+        Unknown model name, checksum mismatch, or a state dict that does not fit the model.
+    FileNotFoundError
+        The weights file does not exist.
+    """
+    valid = torchvision.models.list_models(module=torchvision.models)
+    if model_name not in valid:
+        close = difflib.get_close_matches(model_name, valid, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ConfigError(
+            f"model {model_name!r} is not a torchvision classification model{hint}; "
+            "valid names: torchvision.models.list_models(module=torchvision.models)"
+        )
+    info: dict[str, Any] = {"model": model_name, "weights": "random", "sha256": "", "random_init": True, "seed": seed}
+    if weights == "random":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = torchvision.models.get_model(model_name, weights=None)
+        warnings.warn(
+            f"{model_name}: randomly initialised weights (seed {seed}); features do not come from a trained "
+            "network. Pass a local state-dict file as weights for trained features.",
+            RandomWeightsWarning,
+            stacklevel=2,
+        )
+        return model.eval(), info
+
+    path = Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: weights file not found (weights are never downloaded)")
+    digest = sha256_file(path)
+    if weights_sha256 and digest != weights_sha256.lower():
+        raise ConfigError(f"{path}: sha256 is {digest}, expected {weights_sha256}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigError(f"{path}: not a loadable torch state dict ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, dict):
+        raise ConfigError(f"{path}: holds a {type(state).__name__}, expected a state dict (name -> tensor)")
+    model = torchvision.models.get_model(model_name, weights=None)
+    _load_state(model, state, path, model_name)
+    info.update(weights=str(path), sha256=digest, random_init=False)
+    return model.eval(), info
+
+
+def _load_state(model: torch.nn.Module, state: dict, path: Path, model_name: str) -> None:
+    expected = set(model.state_dict())
+    missing = sorted(expected - set(state))
+    unexpected = sorted(set(state) - expected)
+    if missing or unexpected:
+        raise ConfigError(
+            f"{path}: state dict does not fit {model_name}: "
+            f"{len(missing)} missing keys {missing[:5]}, {len(unexpected)} unexpected keys {unexpected[:5]}"
+        )
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ConfigError(f"{path}: state dict does not fit {model_name}: {exc}") from None
+
+
+class LayerFeatureExtractor:
+    """Flattened activations of chosen graph nodes for batches of RGB frames.
+
+    Frames are resized to ``image_size`` squared (antialiased), scaled to [0, 1] and
+    normalised with the ImageNet mean and std, as torchvision's classifiers expect.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    layers : dict of str to str
+        Display name -> graph node (see :func:`resolve_layers`).
+    image_size : int
+    device : str or torch.device
+
+    Attributes
+    ----------
+    dims : dict of str to int
+        Flattened feature size of each layer.
+    spatial : dict of str to bool
+        True where the node output has spatial (or token) axes, e.g. conv layers; these are
+        the layers that get reduced.
+    """
+
+    def __init__(
+        self, model: torch.nn.Module, layers: dict[str, str], *, image_size: int, device: str | torch.device
+    ) -> None:
+        self.layers = dict(layers)
+        self.image_size = image_size
+        self.device = torch.device(device)
+        nodes = list(dict.fromkeys(self.layers.values()))
+        self._graph = create_feature_extractor(
+            model.eval(), return_nodes={n: n for n in nodes}, suppress_diff_warning=True
+        )
+        self._graph.to(self.device).eval()
+        self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+        with torch.inference_mode():
+            probe = self._graph(torch.zeros(1, 3, image_size, image_size, device=self.device))
+        self.spatial = {name: probe[node].ndim > 2 for name, node in self.layers.items()}
+        self.dims = {name: int(probe[node][0].numel()) for name, node in self.layers.items()}
+
+    def __call__(self, frames: np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
+        """Activations of a batch of frames.
+
+        Parameters
+        ----------
+        frames : uint8 array or tensor of shape (n_frames, height, width, 3)
+
+        Returns
+        -------
+        features : dict of str to float32 tensor of shape (n_frames, dims[layer]), on ``device``
+        """
+        x = torch.as_tensor(frames)
+        if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[-1] != 3:
+            raise ValueError(f"frames: expected uint8 of shape (n, height, width, 3), got {x.dtype} {tuple(x.shape)}")
+        with torch.inference_mode():
+            x = x.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
+            size = (self.image_size, self.image_size)
+            x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+            out = self._graph((x - self._mean) / self._std)
+            return {name: out[node].flatten(1).float() for name, node in self.layers.items()}
+
+
+def _decode_in_order(paths: list[Path], decode: Callable[[Path], np.ndarray], prefetch: int) -> Iterator[np.ndarray]:
+    """Yield each clip's frames in input order, decoding up to ``prefetch`` clips ahead in threads."""
+    if prefetch < 1:
+        yield from map(decode, paths)
+        return
+    todo = iter(paths)
+    with ThreadPoolExecutor(max_workers=prefetch, thread_name_prefix="lwroi-decode") as pool:
+        pending: deque[Future] = deque(pool.submit(decode, p) for p in itertools.islice(todo, prefetch))
+        try:
+            while pending:
+                frames = pending.popleft().result()
+                nxt = next(todo, None)
+                if nxt is not None:
+                    pending.append(pool.submit(decode, nxt))
+                yield frames
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+
+def _frame_batches(clips: Iterable[tuple[int, np.ndarray]], batch_size: int) -> Iterator[tuple[np.ndarray, list]]:
+    """Cut a stream of clips into batches of ``batch_size`` frames.
+
+    Yields the frames and their runs ``(clip, start, stop, clip_complete)``; a clip may
+    span batches.
+    """
+    chunks: list[np.ndarray] = []
+    runs: list[tuple[int, int, int, bool]] = []
+    filled = 0
+    for clip, frames in clips:
+        start = 0
+        while start < len(frames):
+            take = min(batch_size - filled, len(frames) - start)
+            chunks.append(frames[start : start + take])
+            runs.append((clip, filled, filled + take, start + take == len(frames)))
+            filled += take
+            start += take
+            if filled == batch_size:
+                yield np.concatenate(chunks), runs
+                chunks, runs, filled = [], [], 0
+    if filled:
+        yield np.concatenate(chunks), runs
+
+
+def extract_video_features(
+    video_paths: list[Path],
+    extractor: LayerFeatureExtractor,
+    *,
+    sampling: str,
+    count: int,
+    stride: int,
+    batch_size: int,
+    progress: Callable[[int, int], None] | None = None,
+    prefetch: int = 4,
+) -> dict[str, np.ndarray]:
+    """Mean activation of each layer over each clip's sampled frames.
+
+    Parameters
+    ----------
+    video_paths : list of Path
+    extractor : LayerFeatureExtractor
+    sampling, count, stride
+        Frame sampling (see :func:`lwroi.features.video.sample_frame_indices`).
+    batch_size : int
+        Frames per forward pass; frames of consecutive clips share a batch.
+    progress : callable (n_done, n_videos), optional
+        Called after each finished clip.
+    prefetch : int, default=4
+        Clips decoded ahead in background threads (0: decode in the calling thread). It
+        changes speed only, never the numbers.
+
+    Returns
+    -------
+    features : dict of str to float32 ndarray of shape (n_videos, dims[layer])
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size = {batch_size}: must be >= 1")
+    n_videos = len(video_paths)
+    out = {name: np.empty((n_videos, dim), dtype=np.float32) for name, dim in extractor.dims.items()}
+
+    def decode(path: Path) -> np.ndarray:
+        return read_video_frames(path, sampling=sampling, count=count, stride=stride)
+
+    sums: dict[int, dict[str, torch.Tensor]] = {}
+    n_frames: dict[int, int] = {}
+    n_done = 0
+    clips = _decode_in_order(list(video_paths), decode, prefetch)
+    with contextlib.closing(clips):
+        for frames, runs in _frame_batches(enumerate(clips), batch_size):
+            feats = extractor(frames)
+            for clip, start, stop, complete in runs:
+                acc = sums.setdefault(clip, {})
+                for name, f in feats.items():
+                    part = f[start:stop].sum(0, dtype=torch.float64)
+                    acc[name] = acc[name] + part if name in acc else part
+                n_frames[clip] = n_frames.get(clip, 0) + stop - start
+                if complete:
+                    for name, total in sums.pop(clip).items():
+                        out[name][clip] = (total / n_frames[clip]).float().cpu().numpy()
+                    n_done += 1
+                    if progress is not None:
+                        progress(n_done, n_videos)
+    return out

@@ -1,0 +1,263 @@
+"""Feature arrays on disk: the reduced feature store, and raw per-shard extraction results.
+
+Arrays are written first and the JSON marker last, each atomically, so a folder with a
+marker is complete and a killed write never looks finished. Stores are reused by every run
+that asks for the same features.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lwroi._io import atomic_save_npy, atomic_write_json
+from lwroi.exceptions import DataLayoutError
+
+META_FILE = "meta.json"
+SHARD_FILE = "shard.json"
+SHARD_INDICES = "video_indices.npy"
+_RESERVED = ("layers", "dims", "splits", "shapes", "files")
+_SAFE_SPLIT = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _file_stems(layers: Sequence[str]) -> dict[str, str]:
+    """A safe, unique file stem per layer name (node names may hold dots)."""
+    stems: dict[str, str] = {}
+    for layer in layers:
+        stem = re.sub(r"[^A-Za-z0-9_-]", "-", layer)
+        while stem in stems.values():
+            stem += "_"
+        stems[layer] = stem
+    return stems
+
+
+def _check_split_name(split: str) -> None:
+    if not _SAFE_SPLIT.fullmatch(split):
+        raise ValueError(f"split name {split!r}: use letters, digits, '_' or '-'")
+
+
+def write_feature_store(path: str | Path, arrays: dict[str, dict[str, np.ndarray]], meta: dict[str, Any]) -> None:
+    """Write a feature store folder.
+
+    Parameters
+    ----------
+    path : Path
+        Folder of the store (created).
+    arrays : dict of split to dict of layer to ndarray of shape (n_samples, n_features)
+        Every split must hold the same layers, in the same order.
+    meta : dict
+        Provenance recorded as is (model, weights info, reduction...); it may not use the
+        keys the store writes itself: layers, dims, splits, shapes, files.
+    """
+    path = Path(path)
+    clash = [k for k in _RESERVED if k in meta]
+    if clash:
+        raise ValueError(f"meta key {clash[0]!r} is reserved by the feature store ({', '.join(_RESERVED)})")
+    if not arrays:
+        raise ValueError("arrays holds no split")
+    splits = list(arrays)
+    layers = list(arrays[splits[0]])
+    dims: dict[str, int] = {}
+    shapes: dict[str, dict[str, list[int]]] = {}
+    for split in splits:
+        _check_split_name(split)
+        if list(arrays[split]) != layers:
+            raise ValueError(f"split {split!r} has layers {list(arrays[split])}, split {splits[0]!r} has {layers}")
+        sizes = {a.shape[0] for a in arrays[split].values()}
+        if len(sizes) != 1:
+            raise ValueError(f"split {split!r}: layers disagree on the number of samples ({sorted(sizes)})")
+        for layer, a in arrays[split].items():
+            if a.ndim != 2 or dims.setdefault(layer, a.shape[1]) != a.shape[1]:
+                raise ValueError(f"split {split!r}, layer {layer!r}: shape {a.shape}, expected (n, {dims[layer]})")
+        shapes[split] = {layer: list(a.shape) for layer, a in arrays[split].items()}
+    stems = _file_stems(layers)
+    files = {layer: {split: f"{stems[layer]}__{split}.npy" for split in splits} for layer in layers}
+    with contextlib.suppress(FileNotFoundError):
+        (path / META_FILE).unlink()  # an older store here must not vouch for the new arrays
+    for split in splits:
+        for layer, a in arrays[split].items():
+            atomic_save_npy(path / files[layer][split], a)
+    atomic_write_json(
+        path / META_FILE,
+        {**meta, "layers": layers, "dims": dims, "splits": splits, "shapes": shapes, "files": files},
+    )
+
+
+class FeatureStore:
+    """A complete feature store folder (open it with :func:`open_feature_store`).
+
+    Attributes
+    ----------
+    path : Path
+    meta : dict
+        Everything ``meta.json`` holds.
+    layers : list of str
+        Layer names, in order.
+    dims : dict of str to int
+    splits : list of str
+    """
+
+    def __init__(self, path: Path, meta: dict[str, Any]) -> None:
+        self.path = path
+        self.meta = meta
+        self.layers: list[str] = list(meta["layers"])
+        self.dims: dict[str, int] = {layer: int(meta["dims"][layer]) for layer in self.layers}
+        self.splits: list[str] = list(meta["splits"])
+
+    def _check_split(self, split: str) -> None:
+        if split not in self.splits:
+            raise KeyError(f"{self.path}: no split {split!r}; splits: {', '.join(self.splits)}")
+
+    def n_samples(self, split: str) -> int:
+        """Rows of ``split``."""
+        self._check_split(split)
+        return int(self.meta["shapes"][split][self.layers[0]][0])
+
+    def load(self, split: str, mmap: bool = False) -> list[np.ndarray]:
+        """One array of shape (n_samples, dims[layer]) per layer, in layer order.
+
+        ``mmap=True`` maps the files read-only instead of reading them into memory.
+        """
+        self._check_split(split)
+        mode = "r" if mmap else None
+        return [np.load(self.path / self.meta["files"][layer][split], mmap_mode=mode) for layer in self.layers]
+
+
+def _npy_shape(file: Path) -> tuple[int, ...] | None:
+    """Shape from a ``.npy`` header, or None when the file is missing or unreadable."""
+    try:
+        return tuple(np.load(file, mmap_mode="r").shape)
+    except (OSError, ValueError):
+        return None
+
+
+def open_feature_store(path: str | Path) -> FeatureStore:
+    """Open a complete feature store.
+
+    Raises
+    ------
+    DataLayoutError
+        No ``meta.json`` (the write never finished), an unreadable one, or a listed array
+        missing or of the wrong shape.
+    """
+    path = Path(path)
+    meta_path = path / META_FILE
+    try:
+        meta = json.loads(meta_path.read_text())
+        layers, splits, files, shapes = meta["layers"], meta["splits"], meta["files"], meta["shapes"]
+    except FileNotFoundError:
+        raise DataLayoutError(f"{path}: incomplete feature store: no {META_FILE} (extraction not finished)") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataLayoutError(f"{meta_path}: not a feature store description ({type(exc).__name__}: {exc})") from None
+    for split in splits:
+        for layer in layers:
+            file = path / files[layer][split]
+            shape = _npy_shape(file)
+            if shape is None:
+                raise DataLayoutError(
+                    f"{path}: incomplete feature store: {file.name} (layer {layer!r}, split {split!r}) "
+                    "is missing or unreadable"
+                )
+            if list(shape) != shapes[split][layer]:
+                raise DataLayoutError(f"{file}: shape {list(shape)}, {META_FILE} says {shapes[split][layer]}")
+    return FeatureStore(path, meta)
+
+
+def feature_store_complete(path: str | Path) -> bool:
+    """True when ``path`` holds a complete, consistent feature store."""
+    try:
+        open_feature_store(path)
+    except DataLayoutError:
+        return False
+    return True
+
+
+def save_raw_shard(folder: str | Path, features: dict[str, np.ndarray], video_indices: np.ndarray) -> None:
+    """Write one extraction shard: one array per layer, the video indices, then its marker.
+
+    Parameters
+    ----------
+    folder : Path
+    features : dict of layer to ndarray of shape (n_videos, n_features)
+    video_indices : int ndarray of shape (n_videos,)
+        Which videos the rows are.
+    """
+    folder = Path(folder)
+    video_indices = np.asarray(video_indices)
+    for layer, a in features.items():
+        if a.ndim != 2 or a.shape[0] != len(video_indices):
+            raise ValueError(f"layer {layer!r}: shape {a.shape}, expected ({len(video_indices)}, n_features)")
+    stems = _file_stems(list(features))
+    files = {layer: f"{stems[layer]}.npy" for layer in features}
+    with contextlib.suppress(FileNotFoundError):
+        (folder / SHARD_FILE).unlink()
+    for layer, a in features.items():
+        atomic_save_npy(folder / files[layer], a)
+    atomic_save_npy(folder / SHARD_INDICES, video_indices)
+    atomic_write_json(
+        folder / SHARD_FILE,
+        {
+            "layers": list(features),
+            "files": files,
+            "shapes": {layer: list(a.shape) for layer, a in features.items()},
+            "n_videos": len(video_indices),
+        },
+    )
+
+
+def _read_shard_marker(folder: Path) -> dict[str, Any]:
+    try:
+        marker = json.loads((folder / SHARD_FILE).read_text())
+    except FileNotFoundError:
+        raise DataLayoutError(f"{folder}: incomplete extraction shard: no {SHARD_FILE}") from None
+    except ValueError as exc:
+        raise DataLayoutError(f"{folder / SHARD_FILE}: unreadable shard marker ({exc})") from None
+    for layer in marker["layers"]:
+        file = folder / marker["files"][layer]
+        shape = _npy_shape(file)
+        if shape is None or list(shape) != marker["shapes"][layer]:
+            raise DataLayoutError(
+                f"{folder}: incomplete extraction shard: {file.name} (layer {layer!r}) is missing or has shape "
+                f"{shape}, expected {marker['shapes'][layer]}"
+            )
+    if _npy_shape(folder / SHARD_INDICES) != (marker["n_videos"],):
+        raise DataLayoutError(f"{folder}: incomplete extraction shard: {SHARD_INDICES} missing or of the wrong length")
+    return marker
+
+
+def load_raw_shards(folders: Sequence[str | Path]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Concatenate extraction shards in the given order.
+
+    Returns
+    -------
+    features : dict of layer to ndarray of shape (n_videos, n_features)
+    video_indices : int ndarray of shape (n_videos,)
+
+    Raises
+    ------
+    DataLayoutError
+        A shard is incomplete, or shards disagree on layers or feature sizes.
+    """
+    folders = [Path(f) for f in folders]
+    if not folders:
+        raise ValueError("no shard folders given")
+    markers = [_read_shard_marker(f) for f in folders]
+    layouts = [[(layer, m["shapes"][layer][1]) for layer in m["layers"]] for m in markers]
+    layout = layouts[0]
+    for folder, other in zip(folders[1:], layouts[1:], strict=True):
+        if other != layout:
+            raise DataLayoutError(f"{folder}: shard layers or feature sizes differ from those of {folders[0]}")
+    n_total = sum(m["n_videos"] for m in markers)
+    features = {}
+    for layer, n_features in layout:
+        parts = [np.load(f / m["files"][layer], mmap_mode="r") for f, m in zip(folders, markers, strict=True)]
+        features[layer] = np.empty((n_total, n_features), dtype=parts[0].dtype)
+        np.concatenate(parts, out=features[layer])
+    indices = np.concatenate([np.load(f / SHARD_INDICES) for f in folders])
+    return features, indices

@@ -1,0 +1,259 @@
+"""Hand units to ranks: a shared counter over the ordered plan, so every rank pulls its next unit.
+
+One rank is an ordinary case (no mpi4py needed). Under MPI, ``mpi4py.util.sync.Counter``
+(one-sided fetch-and-add) lets every rank, rank 0 included, take the next pending unit as
+soon as it is free, which balances units whose costs differ by 100×. Dependencies are met
+by order (a unit's dependencies come earlier in the plan, so they are already taken) plus
+waiting for their result files.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from lwroi.exceptions import Interrupted
+from lwroi.orchestration.journal import Journal
+from lwroi.orchestration.plan import Unit
+from lwroi.orchestration.results import ResultStore
+
+log = logging.getLogger("lwroi")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INCOMPLETE = 3
+EXIT_RESUBMIT = 75
+"""Stopped by SIGTERM/SIGUSR1 after checkpointing: resubmit the same command to continue."""
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+POLL_SECONDS = 0.2
+
+
+class StopFlag:
+    """Set by a signal handler; the work loop checks it between units and between epochs."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.signal is not None
+
+    def install(self) -> None:
+        """Catch SIGTERM and SIGUSR1: only set the flag, so the current epoch or unit ends cleanly."""
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal is None:
+            log.warning("received %s: finishing the current epoch, checkpointing, then exiting",
+                        signal.Signals(signum).name)
+        self.signal = signum
+
+
+class SelfComm:
+    """The one-process stand-in for an MPI communicator (rank 0 of 1)."""
+
+    rank = 0
+    size = 1
+
+    def bcast(self, obj: Any, root: int = 0) -> Any:
+        return obj
+
+    def allreduce(self, value: int, op: Any = None) -> int:
+        return value
+
+    def Abort(self, code: int = 1) -> None:  # noqa: N802 - mirrors mpi4py
+        raise SystemExit(code)
+
+
+def world_communicator(mode: str) -> Any:
+    """``COMM_WORLD`` when MPI is wanted (``mpi``) or available (``auto``), else :class:`SelfComm`.
+
+    mpi4py is imported only here, so a plain process needs no MPI library at all.
+    """
+    if mode == "none":
+        return SelfComm()
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        if mode == "mpi":
+            raise RuntimeError("--mpi was given but mpi4py cannot be imported (pip install mpi4py mpich)") from None
+        return SelfComm()
+    return MPI.COMM_WORLD
+
+
+def node_local_rank(comm: Any) -> tuple[int, int]:
+    """(rank, size) within this node, from a shared-memory split of the communicator."""
+    if isinstance(comm, SelfComm):
+        return 0, 1
+    from mpi4py import MPI
+
+    local = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    try:
+        return local.Get_rank(), local.Get_size()
+    finally:
+        local.Free()
+
+
+class _Counter:
+    """Next-index source: a plain int for one rank, mpi4py's one-sided counter for many."""
+
+    def __init__(self, comm: Any) -> None:
+        self._mpi = None
+        self._next = 0
+        if not isinstance(comm, SelfComm) and comm.size > 1:
+            from mpi4py.util.sync import Counter
+
+            self._mpi = Counter(comm=comm)
+
+    def next(self) -> int:
+        if self._mpi is not None:
+            return self._mpi.next()
+        value, self._next = self._next, self._next + 1
+        return value
+
+    def free(self) -> None:
+        if self._mpi is not None:
+            self._mpi.free()
+
+
+@dataclass
+class Outcome:
+    """What this rank did in one launch."""
+
+    done: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return EXIT_RESUBMIT
+        return EXIT_FAILED if self.failed else EXIT_OK
+
+
+def _wait_for(dep: str, store: ResultStore, stop: StopFlag, journal: Journal, key: str) -> str:
+    """Block until unit ``dep`` has a record; return its status (``ok``/``error``).
+
+    Raises Interrupted when a stop is requested while waiting.
+    """
+    announced = False
+    while True:
+        record = store.read(dep)
+        if record is not None:
+            return record.status
+        if stop:
+            raise Interrupted(f"stopped while {key} waited for {dep}")
+        if not announced:
+            log.info("%s waits for %s", key, dep)
+            announced = True
+        journal.heartbeat(key, waiting_for=dep)
+        time.sleep(POLL_SECONDS)
+
+
+def execute(units: list[Unit], run_unit: Callable[[Unit], None], *, store: ResultStore, comm: Any,
+            stop: StopFlag, journal: Journal) -> Outcome:
+    """Run every unit of ``units`` that has no valid result yet, spread over the ranks of ``comm``.
+
+    ``run_unit`` computes one unit and writes its record; an exception it raises becomes the
+    unit's error record (the rerun tries again), except :class:`Interrupted`, which stops
+    this rank after the unit has checkpointed.
+    """
+    pending = None
+    if comm.rank == 0:
+        pending = [u.key for u in units if not store.is_done(u.key)]
+    pending = comm.bcast(pending, root=0)
+    by_key = {u.key: u for u in units}
+    todo = [by_key[k] for k in pending]
+    outcome = Outcome()
+    if comm.rank == 0:
+        log.info("%d of %d units to compute (%d already done)", len(todo), len(units), len(units) - len(todo))
+    counter = _Counter(comm)
+    started = time.monotonic()
+    try:
+        while not stop:
+            index = counter.next()
+            if index >= len(todo):
+                break
+            unit = todo[index]
+            try:
+                _run_one(unit, run_unit, store, stop, journal, outcome)
+            except Interrupted as exc:
+                log.warning("%s: %s", unit.key, exc)
+                journal.event("interrupted", unit.key)
+                outcome.interrupted = True
+                break
+            elapsed = time.monotonic() - started
+            handed = min(index + 1, len(todo))
+            eta = elapsed / handed * (len(todo) - handed)
+            log.info("progress: %d/%d units handed out, ETA %s", handed, len(todo), format_seconds(eta))
+        if stop:
+            outcome.interrupted = True
+    finally:
+        _wait_all(comm, stop)
+        counter.free()
+    return outcome
+
+
+def _run_one(unit: Unit, run_unit: Callable[[Unit], None], store: ResultStore, stop: StopFlag,
+             journal: Journal, outcome: Outcome) -> None:
+    with journal.running(unit.key):
+        failed_deps = [d for d in unit.deps if _wait_for(d, store, stop, journal, unit.key) != "ok"]
+        t0 = time.monotonic()
+        journal.event("start", unit.key, phase=unit.phase)
+        log.info("start %s", unit.key)
+        try:
+            if failed_deps:
+                raise RuntimeError(f"dependency failed: {', '.join(failed_deps)}")
+            run_unit(unit)
+        except Interrupted:
+            raise
+        except Exception as exc:  # a failed unit is recorded, the run goes on
+            log.error("%s failed: %s: %s", unit.key, type(exc).__name__, exc)
+            store.write_error(unit.key, exc)
+            journal.event("error", unit.key, phase=unit.phase, seconds=time.monotonic() - t0)
+            outcome.failed.append(unit.key)
+            return
+        seconds = time.monotonic() - t0
+        journal.event("done", unit.key, phase=unit.phase, seconds=seconds)
+        log.info("done %s in %s", unit.key, format_seconds(seconds))
+        outcome.done.append(unit.key)
+
+
+def _wait_all(comm: Any, stop: StopFlag) -> None:
+    """Non-blocking barrier: ranks that finish early wait here without spinning a core."""
+    if isinstance(comm, SelfComm) or comm.size == 1:
+        return
+    request = comm.Ibarrier()
+    while not request.Test():
+        time.sleep(POLL_SECONDS)
+
+
+def combine_exit_codes(comm: Any, code: int) -> int:
+    """The job's exit code from every rank's: resubmit beats failed beats ok."""
+    rank_of = {EXIT_OK: 0, EXIT_FAILED: 1, EXIT_RESUBMIT: 2}
+    worst = comm.allreduce(rank_of.get(code, 1), op=_max_op(comm))
+    return {v: k for k, v in rank_of.items()}[worst]
+
+
+def _max_op(comm: Any) -> Any:
+    if isinstance(comm, SelfComm):
+        return None
+    from mpi4py import MPI
+
+    return MPI.MAX
+
+
+def format_seconds(seconds: float) -> str:
+    """``1h02m``, ``3m05s`` or ``12.3s``."""
+    seconds = max(0.0, seconds)
+    if seconds >= 3600:
+        return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+    if seconds >= 60:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{seconds:.1f}s"

@@ -1,0 +1,277 @@
+"""What each kind of unit computes: the science pipeline, one unit at a time.
+
+Every function here reads its inputs from files (dataset, feature store, earlier units'
+records) and writes exactly one unit record, so any rank can run any unit, in any launch.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lwroi.config import Config, stable_hash
+from lwroi.data import check_dataset, heldout_split, list_videos, load_roi_responses
+from lwroi.exceptions import Interrupted
+from lwroi.orchestration.journal import Journal
+from lwroi.orchestration.plan import Unit
+from lwroi.orchestration.results import ResultStore
+from lwroi.orchestration.schedule import StopFlag
+
+log = logging.getLogger("lwroi")
+
+
+def unit_seed(base: int, key: str) -> int:
+    """A seed for a unit that depends only on its key, never on the rank that runs it."""
+    return (base * 1_000_003 + zlib.crc32(key.encode())) % (2**31 - 1)
+
+
+@dataclass(frozen=True)
+class FeaturePaths:
+    """Where a config's features live: raw shards (per extraction settings) and the reduced store."""
+
+    raw_root: Path
+    store: Path
+
+    def raw_shard(self, shard: int) -> Path:
+        return self.raw_root / "raw" / f"shard-{shard:03d}"
+
+
+def feature_paths(cfg: Config, videos: list[Path]) -> FeaturePaths:
+    """Content-addressed store folders: same videos + same settings => same folder, reused by any run."""
+    f = cfg.features
+    listing = [(p.name, p.stat().st_size) for p in videos]
+    extraction = {
+        "videos": listing, "model": f.model, "layers": list(f.layers), "weights": f.weights,
+        "weights_sha256": f.weights_sha256, "seed": f.seed, "frame_sampling": f.frame_sampling,
+        "frame_count": f.frame_count if f.frame_sampling == "count" else None,
+        "frame_stride": f.frame_stride if f.frame_sampling == "stride" else None, "image_size": f.image_size,
+    }
+    reduction = {
+        "reduction": f.reduction, "reduce_layers": f.reduce_layers,
+        "srp_eps": f.srp_eps if f.reduction == "srp" else None,
+        "pca_ratio": f.pca_ratio if f.reduction == "pca" else None, "test_scaler": f.test_scaler, "seed": f.seed,
+        "n_train_videos": cfg.data.n_train_videos, "n_test": cfg.data.n_test, "split_seed": cfg.data.split_seed,
+    }
+    raw_root = Path(f.store_dir) / f"{f.model}-{stable_hash(extraction)}"
+    return FeaturePaths(raw_root, raw_root / f"{f.reduction}-{stable_hash(reduction)}")
+
+
+class UnitRunner:
+    """Runs units of one config on one rank's device; ``__call__(unit)`` is the scheduler's hook."""
+
+    def __init__(self, cfg: Config, store: ResultStore, journal: Journal, stop: StopFlag, device: str) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.journal = journal
+        self.stop = stop
+        self.device = device
+        self.run_dir = store.run_dir
+
+    @cached_property
+    def videos(self) -> list[Path]:
+        return list_videos(Path(self.cfg.data.root) / self.cfg.data.videos_dir)
+
+    @cached_property
+    def paths(self) -> FeaturePaths:
+        return feature_paths(self.cfg, self.videos)
+
+    def check_data(self) -> None:
+        d = self.cfg.data
+        check_dataset(Path(d.root), videos_dir=d.videos_dir, responses_dir=d.responses_dir, subjects=d.subjects,
+                      rois=d.rois, n_train_videos=d.n_train_videos)
+
+    def roi_cost(self, subject: str, roi: str) -> float:
+        """Relative cost of an ROI: its response file's size (proportional to its voxel count)."""
+        from lwroi.data import roi_response_path
+
+        path = roi_response_path(Path(self.cfg.data.root) / self.cfg.data.responses_dir, subject, roi)
+        try:
+            return float(path.stat().st_size)
+        except OSError:
+            return 1.0
+
+    def __call__(self, unit: Unit) -> None:
+        getattr(self, f"_run_{unit.phase}")(unit)
+
+    # -- features -----------------------------------------------------------------------------
+
+    def _extractor(self) -> Any:
+        from lwroi.features import LayerFeatureExtractor, load_model, resolve_layers
+
+        f = self.cfg.features
+        model, info = load_model(f.model, weights=f.weights, seed=f.seed, weights_sha256=f.weights_sha256)
+        layers = resolve_layers(f.model, model, f.layers)
+        return LayerFeatureExtractor(model, layers, image_size=f.image_size, device=self.device), info
+
+    def _run_extract(self, unit: Unit) -> None:
+        from lwroi.features import extract_video_features, feature_store_complete, save_raw_shard
+
+        if feature_store_complete(self.paths.store):
+            self.store.write_ok(unit.key, {"reused_store": str(self.paths.store)})
+            return
+        folder = self.paths.raw_shard(unit.shard)
+        chunks = np.array_split(np.arange(len(self.videos)), self.cfg.run.extract_shards)
+        indices = chunks[unit.shard]
+        if not (folder / "shard.json").exists():
+            f = self.cfg.features
+            extractor, _ = self._extractor()
+            feats = extract_video_features(
+                [self.videos[i] for i in indices], extractor, sampling=f.frame_sampling, count=f.frame_count,
+                stride=f.frame_stride, batch_size=f.batch_size,
+                progress=lambda done, total: self.journal.heartbeat(unit.key, videos=done, of=total),
+            )
+            save_raw_shard(folder, feats, indices)
+        self.store.write_ok(unit.key, {"n_videos": int(len(indices)), "raw_shard": str(folder)})
+
+    def _run_features(self, unit: Unit) -> None:
+        from lwroi.features import (
+            LayerFeatureExtractor,
+            feature_store_complete,
+            load_model,
+            load_raw_shards,
+            reduce_features,
+            resolve_layers,
+            write_feature_store,
+        )
+
+        cfg, f, d = self.cfg, self.cfg.features, self.cfg.data
+        if not feature_store_complete(self.paths.store):
+            raw, order = load_raw_shards([self.paths.raw_shard(k) for k in range(cfg.run.extract_shards)])
+            if not np.array_equal(order, np.arange(len(self.videos))):
+                raise RuntimeError(f"{self.paths.raw_root}: raw shards do not cover the {len(self.videos)} videos")
+            model, info = load_model(f.model, weights=f.weights, seed=f.seed, weights_sha256=f.weights_sha256)
+            extractor = LayerFeatureExtractor(model, resolve_layers(f.model, model, f.layers),
+                                              image_size=f.image_size, device="cpu")
+            train, test = heldout_split(d.n_train_videos, d.n_test, d.split_seed)
+            rows = {"train": train, "test": test, "challenge": np.arange(d.n_train_videos, len(self.videos))}
+            reduce = {name: f.reduce_layers == "all" or extractor.spatial[name] for name in raw}
+            arrays, described = reduce_features(raw, rows, reduce=reduce, method=f.reduction, srp_eps=f.srp_eps,
+                                                pca_ratio=f.pca_ratio, test_scaler=f.test_scaler, seed=f.seed)
+            meta = {"weights": info, "reduction": described, "rows": {k: v.tolist() for k, v in rows.items()},
+                    "videos": [p.name for p in self.videos]}
+            write_feature_store(self.paths.store, arrays, meta)
+        self.store.write_ok(unit.key, {"store": str(self.paths.store)})
+
+    # -- encoding -----------------------------------------------------------------------------
+
+    @cached_property
+    def features(self) -> Any:
+        from lwroi.features import open_feature_store
+
+        return open_feature_store(self.paths.store)
+
+    def _responses(self, subject: str, roi: str) -> tuple[Any, np.ndarray, np.ndarray]:
+        """(responses, train-row Y, test-row Y) of the ROI's valid voxels, rows as in the feature store."""
+        d = self.cfg.data
+        resp = load_roi_responses(Path(d.root) / d.responses_dir, subject, roi, n_train_videos=d.n_train_videos)
+        rows = self.features.meta["rows"]
+        valid = resp.valid
+        return resp, resp.data[np.asarray(rows["train"])][:, valid], resp.data[np.asarray(rows["test"])][:, valid]
+
+    def _on_epoch(self, unit: Unit) -> Any:
+        """Epoch hook: heartbeat, periodic checkpoint, and checkpoint-then-stop on a signal."""
+        from lwroi.encoding import save_checkpoint
+
+        path = self.checkpoint_path(unit.key)
+        every = self.cfg.run.checkpoint_every
+
+        def on_epoch(epoch: int, get_state: Any) -> None:
+            self.journal.heartbeat(unit.key, epoch=epoch)
+            if self.stop or epoch % every == 0:
+                save_checkpoint(path, get_state(), fingerprint=self.store.fingerprint)
+                self.journal.event("checkpoint", unit.key, epoch=epoch)
+            if self.stop:
+                raise Interrupted(f"checkpointed at epoch {epoch}")
+
+        return on_epoch
+
+    def checkpoint_path(self, key: str) -> Path:
+        return self.run_dir / "checkpoints" / f"{key}.pt"
+
+    def _resume_state(self, unit: Unit) -> dict | None:
+        from lwroi.encoding import load_checkpoint
+
+        path = self.checkpoint_path(unit.key)
+        state = load_checkpoint(path, fingerprint=self.store.fingerprint)
+        if state is not None:
+            log.info("%s: resuming from checkpoint %s", unit.key, path)
+            self.journal.event("resume", unit.key, epoch=int(state["epoch"]))
+        return state
+
+    def _finish(self, unit: Unit) -> None:
+        path = self.checkpoint_path(unit.key)
+        path.unlink(missing_ok=True)
+
+    def _train_kwargs(self) -> dict[str, Any]:
+        e = self.cfg.encoding
+        return {"lr": e.lr, "batch_size": e.batch_size, "max_epochs": e.max_epochs, "patience": e.patience,
+                "min_delta": e.min_delta, "metric": e.metric, "val_pcc": e.val_pcc,
+                "layer_scaling": e.layer_scaling}
+
+    def _run_tune(self, unit: Unit) -> None:
+        from lwroi.encoding import evaluate_grid_models
+
+        e = self.cfg.encoding
+        _, y_train, _ = self._responses(unit.subject, unit.roi)
+        kwargs = self._train_kwargs()
+        result = evaluate_grid_models(
+            self.features.load("train"), y_train, [(m.wc, m.lay, m.fold) for m in unit.models],
+            folds=e.folds, seed=e.seed, device=self.device, solver=e.solver,
+            layer_scaling=kwargs.pop("layer_scaling"), state=self._resume_state(unit),
+            on_epoch=self._on_epoch(unit), **kwargs,
+        )
+        rows = [{"wc": m.wc, "lay": m.lay, "fold": m.fold, "score": float(result["score"][i]),
+                 "best_epoch": int(result["best_epoch"][i]), "n_epochs": int(result["n_epochs"][i]),
+                 "layer_weights": [float(x) for x in result["layer_weights"][i]]}
+                for i, m in enumerate(unit.models)]
+        self.store.write_ok(unit.key, {"subject": unit.subject, "roi": unit.roi, "models": rows})
+        self._finish(unit)
+
+    def _run_select(self, unit: Unit) -> None:
+        from lwroi.encoding import select_best
+
+        table: dict[tuple[float, float], list[float]] = {}
+        for dep in unit.deps:
+            for row in self.store.read(dep).payload["models"]:
+                table.setdefault((row["wc"], row["lay"]), []).append(row["score"])
+        means = {k: float(np.mean(v)) for k, v in table.items()}
+        wc, lay = select_best(means)
+        grid = [{"wc": k[0], "lay": k[1], "cv_score": v} for k, v in sorted(means.items())]
+        self.store.write_ok(unit.key, {"roi": unit.roi, "wc": wc, "lay": lay, "grid": grid})
+
+    def _run_fit(self, unit: Unit) -> None:
+        from lwroi.encoding import LayerWeightedEncoder
+
+        e = self.cfg.encoding
+        chosen = self.store.read(f"select/{unit.roi}").payload
+        resp, y_train, y_test = self._responses(unit.subject, unit.roi)
+        x_train, x_test = self.features.load("train"), self.features.load("test")
+        model = LayerWeightedEncoder(wc=chosen["wc"], lay=chosen["lay"], solver=e.solver,
+                                     val_fraction=e.val_fraction, device=self.device,
+                                     random_state=unit_seed(e.seed, unit.key), **self._train_kwargs())
+        val = {"X_val": x_test, "Y_val": y_test} if e.early_stopping_on == "test" else {}
+        model.fit(x_train, y_train, state=self._resume_state(unit), on_epoch=self._on_epoch(unit), **val)
+        scores = np.full(resp.n_voxels, np.nan, dtype=np.float32)
+        scores[resp.valid] = model.score_voxels(x_test, y_test)
+        challenge = np.full((self.features.n_samples("challenge"), resp.n_voxels), np.nan, dtype=np.float32)
+        if challenge.shape[0]:
+            challenge[:, resp.valid] = model.predict(self.features.load("challenge"))
+        payload = {
+            "subject": unit.subject, "roi": unit.roi, "pcc": float(np.nanmean(scores)),
+            "n_voxels": int(resp.n_voxels), "n_valid_voxels": int(resp.valid.sum()),
+            "wc": chosen["wc"], "lay": chosen["lay"], "solver": model.solver_,
+            "best_epoch": int(model.best_epoch_), "n_epochs": int(model.n_epochs_),
+            "layers": list(self.features.layers),
+            "layer_weights": [float(x) for x in model.layer_weights_],
+            "contributions": [float(x) for x in model.layer_contributions(x_test, y_test)],
+            "random_weights": bool(self.features.meta["weights"]["random_init"]),
+        }
+        history = {f"history_{k}": np.asarray(v, dtype=np.float32) for k, v in model.history_.items()}
+        self.store.write_ok(unit.key, payload, {"scores": scores, "challenge_pred": challenge, **history})
+        self._finish(unit)

@@ -1,0 +1,85 @@
+"""Reduce unit records into the run's tables: ``results.csv``, ``summary.csv`` and per-voxel scores.
+
+Works from the files alone (no MPI), so ``lwroi summarize RUN_DIR`` gives the same tables
+as the end of a run, and reports every unit that is missing or failed instead of
+silently summarising a partial run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lwroi._io import atomic_path, atomic_save_npy
+from lwroi.orchestration.plan import Unit
+from lwroi.orchestration.results import ResultStore
+
+
+@dataclass
+class Reduction:
+    """The reduced tables and what kept them from being complete."""
+
+    results: pd.DataFrame
+    summary: pd.DataFrame
+    missing: list[str]
+    failed: list[str]
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing and not self.failed
+
+
+def reduce_run(store: ResultStore, units: list[Unit]) -> Reduction:
+    """Read every fit unit's record into one row per subject × ROI, and average per ROI."""
+    missing, failed, rows = [], [], []
+    for unit in units:
+        record = store.read(unit.key)
+        if record is None:
+            missing.append(unit.key)
+        elif record.status != "ok":
+            failed.append(unit.key)
+        elif unit.phase == "fit":
+            rows.append(_result_row(record.payload))
+    results = pd.DataFrame(rows)
+    if results.empty:
+        return Reduction(results, pd.DataFrame(columns=["roi", "pcc_mean", "pcc_std", "n_subjects"]), missing, failed)
+    roi_order = list(dict.fromkeys(u.roi for u in units if u.phase == "fit"))
+    results["roi"] = pd.Categorical(results["roi"], categories=roi_order, ordered=True)
+    results = results.sort_values(["roi", "subject"]).reset_index(drop=True)
+    summary = (
+        results.groupby("roi", observed=True)["pcc"]
+        .agg(pcc_mean="mean", pcc_std=lambda s: float(np.std(s, ddof=0)), n_subjects="count")
+        .reset_index()
+    )
+    results["roi"] = results["roi"].astype(str)
+    summary["roi"] = summary["roi"].astype(str)
+    return Reduction(results, summary, missing, failed)
+
+
+def _result_row(payload: dict) -> dict:
+    row = {k: payload[k] for k in ("subject", "roi", "pcc", "n_voxels", "n_valid_voxels", "wc", "lay",
+                                   "solver", "best_epoch", "n_epochs", "random_weights")}
+    for name, weight in zip(payload["layers"], payload["layer_weights"]):
+        row[f"weight_{name}"] = weight
+    for name, contribution in zip(payload["layers"], payload["contributions"]):
+        row[f"contrib_{name}"] = contribution
+    return row
+
+
+def write_tables(run_dir: str | Path, reduction: Reduction, store: ResultStore) -> list[Path]:
+    """Write ``results.csv``, ``summary.csv`` and ``scores/<subject>_<roi>.npy`` atomically."""
+    run_dir = Path(run_dir)
+    written = []
+    for name, table in (("results.csv", reduction.results), ("summary.csv", reduction.summary)):
+        with atomic_path(run_dir / name) as tmp:
+            table.to_csv(tmp, index=False, float_format="%.8g")
+        written.append(run_dir / name)
+    for _, row in reduction.results.iterrows():
+        key = f"fit/{row['subject']}/{row['roi']}"
+        target = run_dir / "scores" / f"{row['subject']}_{row['roi']}.npy"
+        atomic_save_npy(target, store.load_array(key, "scores"))
+        written.append(target)
+    return written

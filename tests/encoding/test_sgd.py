@@ -1,0 +1,200 @@
+"""solve_sgd: equal to a plain autograd loop, batched == alone, deterministic, resumable, early stopping."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lwroi.encoding import SOLVERS, get_solver, solve_sgd, stack_layer_features
+from lwroi.encoding._sgd import model_seed
+from lwroi.encoding.metrics import pearson_r_columns
+from tests.encoding.test_model import planted_layers
+
+N_TRAIN = [70, 61, 53]
+TRAIN = [np.arange(n) for n in N_TRAIN]
+VAL = [np.arange(80, 120), np.arange(75, 120), np.arange(90, 120)]
+SETTINGS = {"lr": 5e-2, "batch_size": 16, "max_epochs": 40, "patience": 4, "min_delta": 1e-3}
+
+
+@pytest.fixture(scope="module")
+def problem() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    X_layers, Y = planted_layers(n=120)
+    X, layer_of_feature, _ = stack_layer_features(X_layers, "balanced")
+    return torch.from_numpy(X), torch.from_numpy(layer_of_feature), torch.from_numpy(Y)
+
+
+def solve(problem, **overrides):
+    kwargs = {"train_idx": TRAIN, "val_idx": VAL, "wc": [0.01, 0.1, 1.0], "lay": [0.01, 1.0, 0.1], "seed": 3}
+    kwargs.update(SETTINGS)
+    kwargs.update(overrides)
+    return solve_sgd(*problem, **kwargs)
+
+
+def reference_fit(X, layer_of_feature, Y, train, *, wc, lay, lr, batch_size, epochs, seed):
+    """The model as the original wrote it: autograd, torch.optim.Adam, per-layer weight repeat."""
+    gen = torch.Generator().manual_seed(model_seed(seed))
+    D, V = X.shape[1], Y.shape[1]
+    dims = torch.bincount(layer_of_feature).tolist()
+    W = (torch.randn((D, V), generator=gen) * math.sqrt(2.0 / (D + V))).requires_grad_()
+    a = torch.full((len(dims),), 1.0 / len(dims), requires_grad=True)
+    b = torch.zeros(V, requires_grad=True)
+    optimizer = torch.optim.Adam([a, W, b], lr=lr)
+    for _ in range(epochs):
+        rows = train[torch.randperm(len(train), generator=gen).numpy()]
+        for start in range(0, len(rows), batch_size):
+            batch = rows[start : start + batch_size]
+            scale = torch.cat([a.abs()[i].repeat(d) for i, d in enumerate(dims)])
+            pred = (X[batch] * scale) @ W + b
+            loss = ((pred - Y[batch]) ** 2).mean() + wc * W.pow(2).mean(0).sqrt().mean() + lay * a.abs().mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return (W * torch.cat([a.abs()[i].repeat(d) for i, d in enumerate(dims)]).unsqueeze(1)).detach().numpy()
+
+
+def test_matches_plain_autograd_adam_loop(problem):
+    result = solve(problem, train_idx=TRAIN[1:2], val_idx=VAL[1:2], wc=[0.1], lay=[0.5], seed=[11],
+                   max_epochs=3, patience=100)  # fmt: skip
+    expected = reference_fit(*problem, TRAIN[1], wc=0.1, lay=0.5, lr=SETTINGS["lr"], batch_size=16, epochs=3, seed=11)
+    np.testing.assert_allclose(result.coef[0], expected, atol=1e-5)
+
+
+def test_batched_models_equal_each_model_alone(problem):
+    seeds = [5, 6, (7, 1)]
+    batched = solve(problem, seed=seeds)
+    assert len(set(batched.n_epochs)) > 1, "the test needs models that stop at different epochs"
+    for g in range(3):
+        alone = solve(problem, train_idx=[TRAIN[g]], val_idx=[VAL[g]], wc=[[0.01, 0.1, 1.0][g]],
+                      lay=[[0.01, 1.0, 0.1][g]], seed=[seeds[g]])  # fmt: skip
+        np.testing.assert_allclose(batched.coef[g], alone.coef[0], atol=1e-5)
+        np.testing.assert_allclose(batched.intercept[g], alone.intercept[0], atol=1e-5)
+        assert batched.best_epoch[g] == alone.best_epoch[0] and batched.n_epochs[g] == alone.n_epochs[0]
+
+
+def test_int_seed_gives_model_g_the_stream_of_seed_and_g(problem):
+    np.testing.assert_array_equal(
+        solve(problem, seed=3, max_epochs=3).coef, solve(problem, seed=[(3, 0), (3, 1), (3, 2)], max_epochs=3).coef
+    )
+
+
+def test_same_seed_gives_bit_identical_results(problem):
+    first, second = solve(problem, max_epochs=8), solve(problem, max_epochs=8)
+    np.testing.assert_array_equal(first.coef, second.coef)
+    np.testing.assert_array_equal(first.history["val_score"], second.history["val_score"])
+
+
+def test_resume_from_saved_state_equals_uninterrupted(problem, tmp_path):
+    settings = {"max_epochs": 30, "patience": 6}
+    full = solve(problem, **settings)
+
+    class Stop(Exception):
+        pass
+
+    def save_and_stop(epoch, get_state):
+        if epoch == 20:
+            torch.save(get_state(), tmp_path / "state.pt")
+            raise Stop
+
+    with pytest.raises(Stop):
+        solve(problem, on_epoch=save_and_stop, **settings)
+    resumed = solve(problem, state=torch.load(tmp_path / "state.pt", weights_only=True), **settings)
+    np.testing.assert_allclose(resumed.coef, full.coef, atol=1e-6)
+    np.testing.assert_array_equal(resumed.best_epoch, full.best_epoch)
+    np.testing.assert_allclose(resumed.history["val_score"], full.history["val_score"], atol=1e-6)
+
+
+def test_resume_refuses_state_of_other_settings(problem):
+    states = []
+    solve(problem, max_epochs=1, on_epoch=lambda epoch, get_state: states.append(get_state()))
+    with pytest.raises(ValueError, match=r"saved state has wc=\[0.01, 0.1, 1.0\] but this run has"):
+        solve(problem, wc=[0.5, 0.1, 1.0], state=states[0])
+
+
+def test_early_stopping_restores_best_state_after_patience(problem):
+    result = solve(problem, train_idx=TRAIN[2:], val_idx=VAL[2:], wc=[0.01], lay=[0.01], lr=1e-1, max_epochs=60)
+    best, stopped = int(result.best_epoch[0]), int(result.n_epochs[0])
+    assert stopped == best + SETTINGS["patience"] < 60
+    history = result.history["val_score"][0]
+    assert result.best_score[0] == pytest.approx(history[best - 1])
+    assert np.all(history[best:] <= history[best - 1] + SETTINGS["min_delta"])
+    until_best = solve(problem, train_idx=TRAIN[2:], val_idx=VAL[2:], wc=[0.01], lay=[0.01], lr=1e-1,
+                       max_epochs=best, patience=1000)  # fmt: skip
+    np.testing.assert_allclose(result.coef, until_best.coef, atol=1e-6)
+
+
+def test_stopped_model_is_frozen_while_others_train(problem):
+    snapshots = []
+
+    def model_tensors(state, g):
+        adam = state["optimizer"]["state"]  # params are ordered [a[0], W[0], b[0], a[1], ...]
+        return [state["tensors"][name][g] for name in ("a", "W", "b")] + [
+            adam[3 * g + i][key] for i in range(3) for key in ("exp_avg", "exp_avg_sq", "step")
+        ]
+
+    result = solve(problem, on_epoch=lambda epoch, get_state: snapshots.append(get_state()))
+    first = int(np.argmin(result.n_epochs))
+    stop = int(result.n_epochs[first])
+    assert stop < len(snapshots), "the test needs a model that stops before the others"
+    frozen = model_tensors(snapshots[stop - 1], first)
+    for later in snapshots[stop:]:
+        assert all(torch.equal(x, y) for x, y in zip(model_tensors(later, first), frozen, strict=True))
+    assert not torch.equal(snapshots[-1]["tensors"]["W"], snapshots[stop - 1]["tensors"]["W"])
+
+
+def mean_batch_pcc(true: np.ndarray, pred: np.ndarray, size: int = 16) -> float:
+    """The original's validation PCC: mean over consecutive full batches of the batch's mean voxel r."""
+    starts = range(0, len(true) - size + 1, size)
+    return float(np.mean([pearson_r_columns(true[i : i + size], pred[i : i + size]).mean() for i in starts]))
+
+
+@pytest.mark.parametrize(("metric", "val_pcc"), [("pcc", "full"), ("pcc", "batch"), ("mse", "full"), ("mse", "batch")])
+def test_best_score_is_documented_metric_of_returned_state(problem, metric, val_pcc):
+    X, _, Y = (t.numpy() for t in problem)
+    result = solve(problem, metric=metric, val_pcc=val_pcc, max_epochs=6)
+    for g, val in enumerate(VAL):
+        pred, true = X[val] @ result.coef[g] + result.intercept[g], Y[val]
+        counted = slice(0, len(val) // 16 * 16) if val_pcc == "batch" else slice(None)
+        expected = {
+            ("pcc", "full"): pearson_r_columns(true, pred).mean(),
+            ("pcc", "batch"): mean_batch_pcc(true, pred),
+            ("mse", "full"): np.mean((pred - true)[counted] ** 2),
+            ("mse", "batch"): np.mean((pred - true)[counted] ** 2),
+        }[metric, val_pcc]
+        assert result.best_score[g] == pytest.approx(expected, abs=1e-5)
+        assert result.val_mean_r[g] == pytest.approx(pearson_r_columns(true, pred).mean(), abs=1e-5)
+
+
+def test_history_is_nan_after_a_model_stopped(problem):
+    result = solve(problem)
+    for g, n in enumerate(result.n_epochs):
+        assert np.isfinite(result.history["val_score"][g, :n]).all()
+        assert np.isnan(result.history["train_loss"][g, n:]).all()
+
+
+def test_batch_validation_needs_a_full_batch(problem):
+    message = r"val_pcc='batch' needs >= batch_size=16 validation rows per model; models \[0\] have fewer"
+    with pytest.raises(ValueError, match=message):
+        solve(problem, val_idx=[np.arange(100, 110), *VAL[1:]], val_pcc="batch")
+
+
+def test_one_entry_per_model_is_required(problem):
+    with pytest.raises(ValueError, match="wc has 2 entries but train_idx has 3"):
+        solve(problem, wc=[0.1, 0.1])
+
+
+def test_solver_registry_names_known_solvers():
+    assert get_solver("sgd") is SOLVERS["sgd"] is solve_sgd
+    with pytest.raises(ValueError, match="solver='kernal': unknown; known solvers: sgd"):
+        get_solver("kernal")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu(problem):
+    settings = {"lr": 1e-3, "max_epochs": 3, "patience": 100}
+    on_gpu, on_cpu = solve(tuple(t.cuda() for t in problem), **settings), solve(problem, **settings)
+    np.testing.assert_allclose(on_gpu.layer_weights, on_cpu.layer_weights, atol=1e-3)
+    np.testing.assert_allclose(on_gpu.val_mean_r, on_cpu.val_mean_r, atol=1e-3)

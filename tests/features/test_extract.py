@@ -1,0 +1,194 @@
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+
+from lwroi.exceptions import ConfigError, DataLayoutError, RandomWeightsWarning
+from lwroi.features.extract import (
+    ALEXNET_LAYERS,
+    LayerFeatureExtractor,
+    extract_video_features,
+    load_model,
+    resolve_layers,
+)
+from lwroi.features.video import read_video_frames
+
+SAMPLING = {"sampling": "count", "count": 5, "stride": 4}
+ALEXNET_DIMS_64 = {
+    "conv1": 64 * 7 * 7,
+    "conv2": 192 * 3 * 3,
+    "conv3": 384 * 3 * 3,
+    "conv4": 256 * 3 * 3,
+    "conv5": 256 * 1 * 1,
+    "fc6": 4096,
+    "fc7": 4096,
+    "fc8": 1000,
+}
+
+
+@pytest.fixture(scope="module")
+def alexnet():
+    with pytest.warns(RandomWeightsWarning):
+        model, _ = load_model("alexnet", weights="random", seed=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def extractor(alexnet):
+    return LayerFeatureExtractor(alexnet, ALEXNET_LAYERS, image_size=64, device="cpu")
+
+
+def test_random_weights_are_seeded_and_flagged():
+    with pytest.warns(RandomWeightsWarning, match=r"randomly initialised"):
+        a, info = load_model("resnet18", weights="random", seed=3)
+        b, _ = load_model("resnet18", weights="random", seed=3)
+        c, _ = load_model("resnet18", weights="random", seed=4)
+    assert info == {"model": "resnet18", "weights": "random", "sha256": "", "random_init": True, "seed": 3}
+    assert torch.equal(a.conv1.weight, b.conv1.weight)
+    assert not torch.equal(a.conv1.weight, c.conv1.weight)
+    assert not a.training
+
+
+def test_random_weights_leave_the_global_torch_rng_alone():
+    before = torch.random.get_rng_state()
+    with pytest.warns(RandomWeightsWarning):
+        load_model("resnet18", weights="random", seed=0)
+    assert torch.equal(before, torch.random.get_rng_state())
+
+
+def test_unknown_model_name_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"'resnet17'.*did you mean.*list_models"):
+        load_model("resnet17", weights="random", seed=0)
+
+
+def test_weights_file_loads_and_records_its_checksum(tmp_path):
+    with pytest.warns(RandomWeightsWarning):
+        source, _ = load_model("resnet18", weights="random", seed=5)
+    path = tmp_path / "resnet18.pt"
+    torch.save(source.state_dict(), path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    model, info = load_model("resnet18", weights=str(path), seed=0, weights_sha256=digest)
+    assert info == {"model": "resnet18", "weights": str(path), "sha256": digest, "random_init": False, "seed": 0}
+    assert torch.equal(model.fc.weight, source.fc.weight)
+
+
+def test_weights_file_with_wrong_checksum_is_refused(tmp_path):
+    with pytest.warns(RandomWeightsWarning):
+        source, _ = load_model("resnet18", weights="random", seed=5)
+    path = tmp_path / "resnet18.pt"
+    torch.save(source.state_dict(), path)
+    with pytest.raises(ConfigError, match=r"resnet18.pt: sha256 is [0-9a-f]{64}, expected 0{64}"):
+        load_model("resnet18", weights=str(path), seed=0, weights_sha256="0" * 64)
+
+
+def test_weights_file_of_another_model_names_the_keys(tmp_path):
+    with pytest.warns(RandomWeightsWarning):
+        source, _ = load_model("resnet18", weights="random", seed=5)
+    path = tmp_path / "resnet18.pt"
+    torch.save(source.state_dict(), path)
+    with pytest.raises(ConfigError, match=r"does not fit alexnet: \d+ missing keys \['classifier"):
+        load_model("alexnet", weights=str(path), seed=0)
+
+
+def test_missing_weights_file_names_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"nowhere.pt: weights file not found"):
+        load_model("alexnet", weights=str(tmp_path / "nowhere.pt"), seed=0)
+
+
+def test_alexnet_default_layers_are_the_papers(alexnet):
+    assert resolve_layers("alexnet", alexnet, ()) == ALEXNET_LAYERS
+
+
+def test_generic_default_rule_picks_the_papers_alexnet_nodes(alexnet):
+    assert list(resolve_layers("alexnet_like", alexnet, ()).values()) == list(ALEXNET_LAYERS.values())
+
+
+def test_default_layers_of_another_model_end_with_its_output():
+    with pytest.warns(RandomWeightsWarning):
+        model, _ = load_model("resnet18", weights="random", seed=0)
+    layers = resolve_layers("resnet18", model, ())
+    assert len(layers) == 9
+    assert next(iter(layers)) == "maxpool"
+    assert list(layers)[-1] == "fc"
+
+
+def test_layer_entries_accept_nodes_aliases_and_paper_names(alexnet):
+    layers = resolve_layers("alexnet", alexnet, ("features.5", "pool5=features.12", "fc7"))
+    assert layers == {"features.5": "features.5", "pool5": "features.12", "fc7": "classifier.5"}
+
+
+def test_unknown_layer_lists_valid_nodes(alexnet):
+    with pytest.raises(
+        ConfigError, match=r"'features.99' is not a node of alexnet's graph; valid nodes include: featu"
+    ):
+        resolve_layers("alexnet", alexnet, ("features.99",))
+
+
+def test_alexnet_layer_dims_at_64_pixels(extractor):
+    assert extractor.dims == ALEXNET_DIMS_64
+    assert extractor.spatial == {name: name.startswith("conv") for name in ALEXNET_LAYERS}
+
+
+def test_alexnet_conv1_has_the_papers_size_at_224_pixels(alexnet):
+    ex = LayerFeatureExtractor(alexnet, {"conv1": "features.2"}, image_size=224, device="cpu")
+    assert ex.dims == {"conv1": 64 * 27 * 27}
+
+
+def test_extractor_returns_flat_float32_features(extractor, rng):
+    frames = rng.integers(0, 256, size=(3, 48, 80, 3), dtype=np.uint8)
+    feats = extractor(frames)
+    assert list(feats) == list(ALEXNET_LAYERS)
+    for name, f in feats.items():
+        assert f.dtype == torch.float32
+        assert f.shape == (3, ALEXNET_DIMS_64[name])
+
+
+def test_extractor_rejects_float_frames(extractor):
+    with pytest.raises(ValueError, match=r"expected uint8 of shape \(n, height, width, 3\)"):
+        extractor(np.zeros((2, 64, 64, 3), dtype=np.float32))
+
+
+def test_video_features_are_the_mean_over_sampled_frames(extractor, make_noise_videos):
+    paths = make_noise_videos([12, 7])
+    feats = extract_video_features(paths, extractor, batch_size=4, **SAMPLING)
+    for i, path in enumerate(paths):
+        manual = extractor(read_video_frames(path, **SAMPLING))
+        for name in ALEXNET_LAYERS:
+            np.testing.assert_allclose(feats[name][i], manual[name].mean(0).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_video_features_do_not_depend_on_batch_size(extractor, make_noise_videos):
+    paths = make_noise_videos([9, 4, 6, 11])
+    stride = {"sampling": "stride", "count": 0, "stride": 2}
+    one = extract_video_features(paths, extractor, batch_size=1, **stride)
+    seven = extract_video_features(paths, extractor, batch_size=7, **stride)
+    for name in ALEXNET_LAYERS:
+        assert one[name].shape == (4, ALEXNET_DIMS_64[name])
+        assert one[name].dtype == np.float32
+        np.testing.assert_allclose(one[name], seven[name], rtol=1e-5, atol=1e-5)
+
+
+def test_video_features_do_not_depend_on_prefetch(extractor, make_noise_videos):
+    paths = make_noise_videos([5, 8, 6])
+    runs = [extract_video_features(paths, extractor, batch_size=4, prefetch=p, **SAMPLING) for p in (0, 1, 3)]
+    for name in ALEXNET_LAYERS:
+        np.testing.assert_array_equal(runs[0][name], runs[1][name])
+        np.testing.assert_array_equal(runs[0][name], runs[2][name])
+
+
+def test_extraction_reports_progress_per_video(extractor, make_noise_videos):
+    paths = make_noise_videos([3, 3, 3])
+    calls = []
+    extract_video_features(paths, extractor, batch_size=4, progress=lambda d, n: calls.append((d, n)), **SAMPLING)
+    assert calls == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_extraction_stops_on_an_unreadable_video(extractor, make_noise_videos, tmp_path):
+    paths = make_noise_videos([3, 3])
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(DataLayoutError, match=r"bad.mp4"):
+        extract_video_features([paths[0], bad, paths[1]], extractor, batch_size=4, **SAMPLING)

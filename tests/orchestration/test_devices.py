@@ -1,0 +1,59 @@
+"""One GPU per rank from the node-local rank; CPU fallback; launcher mismatch caught."""
+
+from __future__ import annotations
+
+import pytest
+
+from lwroi.orchestration.devices import choose_device, threads_per_rank
+from lwroi.orchestration.environment import check_launch, read_environment
+
+
+@pytest.mark.parametrize("local_rank,n_gpus,expected", [(0, 4, "cuda:0"), (3, 4, "cuda:3"), (5, 4, "cuda:1"),
+                                                        (1, 1, "cuda:0"), (2, 0, "cpu")])
+def test_auto_device_is_local_rank_modulo_visible_gpus(local_rank, n_gpus, expected):
+    assert choose_device("auto", local_rank, n_gpus)[0] == expected
+
+
+def test_explicit_cpu_is_kept():
+    assert choose_device("cpu", 3, 8)[0] == "cpu"
+
+
+def test_missing_requested_gpu_is_an_error():
+    with pytest.raises(RuntimeError, match=r"'cuda:2' requested but only 1 GPU"):
+        choose_device("cuda:2", 0, 1)
+
+
+def test_threads_share_the_node():
+    assert threads_per_rank(0, 16, 4) == 4
+    assert threads_per_rank(0, 2, 3) == 1
+    assert threads_per_rank(6, 16, 4) == 6
+
+
+@pytest.mark.parametrize("var", ["SLURM_LOCALID", "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID"])
+def test_local_rank_comes_from_the_launcher(var):
+    job = read_environment(5, 8, env={var: "1", "CUDA_VISIBLE_DEVICES": "0,1"})
+    assert job.local_rank == 1
+    assert job.visible_devices == "0,1"
+
+
+def test_communicator_split_wins_over_variables():
+    job = read_environment(5, 8, local_rank=2, local_size=4, env={"SLURM_LOCALID": "1"})
+    assert (job.local_rank, job.local_size) == (2, 4)
+
+
+def test_slurm_ids_are_read_once():
+    env = {"SLURM_JOB_ID": "77", "SLURM_ARRAY_JOB_ID": "70", "SLURM_ARRAY_TASK_ID": "3", "SLURM_RESTART_COUNT": "2"}
+    job = read_environment(0, 1, env=env)
+    assert (job.job_id, job.array_job_id, job.array_task_id, job.restart_count) == ("77", "70", "3", 2)
+    assert "array=70_3" in str(job) and "restarts=2" in str(job)
+
+
+def test_launcher_mpi_mismatch_is_refused():
+    job = read_environment(0, 1, env={"SLURM_NTASKS": "4"})
+    with pytest.raises(RuntimeError, match=r"started 1 MPI rank\(s\) but SLURM_NTASKS=4"):
+        check_launch(job)
+
+
+def test_matching_launch_passes():
+    check_launch(read_environment(1, 4, env={"SLURM_NTASKS": "4"}))
+    check_launch(read_environment(0, 1, env={}))

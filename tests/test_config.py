@@ -1,0 +1,105 @@
+"""Config loading: every error names the file, the key and the value, before any work."""
+
+from __future__ import annotations
+
+import pytest
+
+from lwroi.config import COMPAT_SETTINGS, config_from_dict, load_config
+from lwroi.exceptions import ConfigError
+
+
+def write(tmp_path, text):
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_are_the_papers_settings():
+    cfg = config_from_dict({})
+    assert cfg.encoding.wc == (1.0, 10.0, 100.0)
+    assert cfg.encoding.lay == (0.1, 1.0, 10.0)
+    assert (cfg.encoding.lr, cfg.encoding.batch_size, cfg.encoding.max_epochs) == (1e-4, 16, 500)
+    assert (cfg.encoding.patience, cfg.encoding.min_delta, cfg.encoding.folds) == (30, 1e-3, 2)
+    assert cfg.data.split_seed == 400 and cfg.data.n_test == 100
+
+
+def test_unknown_section_lists_valid_keys(tmp_path):
+    with pytest.raises(ConfigError, match=r"run.yaml: unknown key 'encodng'; valid keys: data, features"):
+        load_config(write(tmp_path, "encodng: {}\n"))
+
+
+def test_unknown_key_in_section_names_dotted_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"run.yaml: unknown key 'encoding.fold'; valid keys of 'encoding'"):
+        load_config(write(tmp_path, "encoding:\n  fold: 3\n"))
+
+
+def test_wrong_type_names_key_and_value(tmp_path):
+    with pytest.raises(ConfigError, match=r"run.yaml: encoding.folds = 'two': expected an integer"):
+        load_config(write(tmp_path, "encoding:\n  folds: two\n"))
+
+
+def test_out_of_range_names_key_and_value(tmp_path):
+    with pytest.raises(ConfigError, match=r"run.yaml: encoding.wc = \[1.0, -1.0\]: must be"):
+        load_config(write(tmp_path, "encoding:\n  wc: [1, -1]\n"))
+
+
+def test_bad_choice_lists_choices(tmp_path):
+    with pytest.raises(ConfigError, match=r"features.reduction = 'umap': must be one of: srp, pca, none"):
+        load_config(write(tmp_path, "features:\n  reduction: umap\n"))
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"nope.yaml: config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_invalid_yaml_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"run.yaml: not valid YAML"):
+        load_config(write(tmp_path, "data: [\n"))
+
+
+def test_set_overrides_one_key(tmp_path):
+    cfg = load_config(write(tmp_path, "encoding:\n  folds: 3\n"), ["encoding.folds=4", "data.rois=[V1, FFA]"])
+    assert cfg.encoding.folds == 4
+    assert cfg.data.rois == ("V1", "FFA")
+
+
+def test_set_with_bad_value_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"encoding.max_epochs = 0: must be >= 1"):
+        load_config(write(tmp_path, "{}\n"), ["encoding.max_epochs=0"])
+
+
+def test_set_without_equals_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"--set 'encoding.folds': expected section.key=value"):
+        load_config(write(tmp_path, "{}\n"), ["encoding.folds"])
+
+
+def test_tune_subject_must_be_a_subject():
+    with pytest.raises(ConfigError, match=r"encoding.tune_subjects = \['sub09'\]: 'sub09' is not in data.subjects"):
+        config_from_dict({"data": {"subjects": ["sub01"]}, "encoding": {"tune_subjects": ["sub09"]}})
+
+
+def test_compat_switches_back_the_original_flaws():
+    cfg = config_from_dict({"compat": True})
+    for (section, key), value in COMPAT_SETTINGS.items():
+        assert getattr(getattr(cfg, section), key) == value
+
+
+def test_compat_keeps_explicit_settings():
+    cfg = config_from_dict({"compat": True, "encoding": {"early_stopping_on": "inner"}})
+    assert cfg.encoding.early_stopping_on == "inner"
+
+
+def test_fingerprint_ignores_output_dir_but_not_science():
+    a = config_from_dict({"run": {"output_dir": "a"}})
+    b = config_from_dict({"run": {"output_dir": "b"}})
+    c = config_from_dict({"encoding": {"lr": 0.01}})
+    assert a.fingerprint() == b.fingerprint() != c.fingerprint()
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    for path in sorted(root.glob("*.yaml")):
+        load_config(path)
