@@ -105,7 +105,7 @@ def _run(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
-def _plan_of(run_dir: Path):  # noqa: ANN202 - returns (config, store, units)
+def _plan_of(run_dir: Path):
     from lwroi.orchestration.plan import build_plan
     from lwroi.orchestration.results import ResultStore
     from lwroi.orchestration.rundir import load_run_config

@@ -10,7 +10,8 @@ import dataclasses
 import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from collections.abc import Callable
+from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -40,7 +41,7 @@ class DataConfig:
     """Training videos held out for evaluation (fixed permutation, ``split_seed``)."""
     split_seed: int = 400
 
-    _constraints = {
+    _constraints: ClassVar[dict[str, Callable[[Any], str | None]]] = {
         "subjects": lambda v: _check(len(v) > 0 and len(set(v)) == len(v), "must be a non-empty list without repeats"),
         "rois": lambda v: _check(len(v) > 0 and len(set(v)) == len(v), "must be a non-empty list without repeats"),
         "n_train_videos": lambda v: _check(v >= 4, "must be >= 4"),
@@ -81,7 +82,7 @@ class FeatureConfig:
     store_dir: str = "feature_store"
     """Feature store root; one sub-folder per (videos, feature settings) fingerprint, reused across runs."""
 
-    _constraints = {
+    _constraints: ClassVar[dict[str, Callable[[Any], str | None]]] = {
         "frame_sampling": lambda v: _check(v in ("count", "stride"), "must be one of: count, stride"),
         "frame_count": lambda v: _check(v >= 1, "must be >= 1"),
         "frame_stride": lambda v: _check(v >= 1, "must be >= 1"),
@@ -128,7 +129,7 @@ class EncodingConfig:
     memory_budget_mb: int = 2048
     """Working-memory budget of one fit; the voxel batch size follows from it."""
 
-    _constraints = {
+    _constraints: ClassVar[dict[str, Callable[[Any], str | None]]] = {
         "solver": lambda v: _check(v in ("sgd", "kernel"), "must be one of: sgd, kernel"),
         "wc": lambda v: _check(len(v) > 0 and all(x >= 0 for x in v), "must be a non-empty list of values >= 0"),
         "lay": lambda v: _check(len(v) > 0 and all(x >= 0 for x in v), "must be a non-empty list of values >= 0"),
@@ -161,7 +162,7 @@ class RunConfig:
     threads: int = 0
     """Torch CPU threads per process; 0 = cores divided by the ranks on this node."""
 
-    _constraints = {
+    _constraints: ClassVar[dict[str, Callable[[Any], str | None]]] = {
         "extract_shards": lambda v: _check(v >= 1, "must be >= 1"),
         "checkpoint_every": lambda v: _check(v >= 1, "must be >= 1"),
         "threads": lambda v: _check(v >= 0, "must be >= 0"),

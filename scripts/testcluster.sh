@@ -46,7 +46,8 @@ CAP_NAMES=(CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID
 say() { printf '[testcluster] %s\n' "$*"; }
 die() { printf '[testcluster] ERROR: %s\n' "$*" >&2; exit 1; }
 run() { say "+ $*"; "$@"; }
-trap 'rc=$?; printf "[testcluster] ERROR: line %s: \"%s\" exited with %s\n" "$LINENO" "$BASH_COMMAND" "$rc" >&2' ERR
+on_error() { printf '[testcluster] ERROR: line %s: "%s" exited with %s\n' "$1" "$2" "$3" >&2; }
+trap 'on_error "$LINENO" "$BASH_COMMAND" "$?"' ERR
 
 node_name() { hostname -s; }
 
@@ -107,7 +108,8 @@ write_slurm_conf() {  # sets SLURM_CONF_CHANGED=true when the file was (re)writt
   fi
   mkdir -p /etc/slurm "$SLURM_DIR"/{state,spool,log}
   new=$(cat <<EOF
-$MARKER (one-node test cluster; do not use in production)
+$MARKER
+# A one-node test cluster: not for production.
 ClusterName=lwroi-test
 SlurmctldHost=$host
 SlurmUser=root
@@ -274,11 +276,11 @@ EOF
   # A relocated apptainer looks for its configuration relative to itself: the
   # binary under usr/, the starter under usr/lib/.
   mv "$stage/etc/apptainer" "$stage/usr/etc-apptainer.tmp"
-  rm -rf "$stage/etc"
+  rm -rf "${stage:?}/etc"
   mkdir -p "$stage/usr/etc" "$stage/usr/var/lib"
   mv "$stage/usr/etc-apptainer.tmp" "$stage/usr/etc/apptainer"
   mv "$stage/var/lib/apptainer" "$stage/usr/var/lib/apptainer"
-  rm -rf "$stage/var" "$stage/usr/share/doc" "$stage/usr/share/man"
+  rm -rf "${stage:?}/var" "$stage/usr/share/doc" "$stage/usr/share/man"
   ln -s ../etc "$stage/usr/lib/etc"
   ln -s ../var "$stage/usr/lib/var"
   configure_capabilities "$stage/usr/etc/apptainer"
@@ -383,7 +385,7 @@ cmd_status() {
     ok=1
   fi
   if apptainer_works; then say "$("$WRAPPER" --version) ($PREFIX)"; else say "apptainer NOT installed"; ok=1; fi
-  return "$ok"
+  exit "$ok"
 }
 
 case ${1:-} in

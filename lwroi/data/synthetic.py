@@ -5,12 +5,17 @@ the very model lwroi fits (balanced layer scaling) with a known layer profile pe
 known noise level, so a fit can be checked against what was planted::
 
     Z_l        = column-standardised features of layer l (n_videos, D_l); constant columns -> 0
-    signal_v   = sum_l a_l * Z_l @ w_lv / sqrt(D_l),  w_lv ~ N(0, I),  then scaled to unit variance
+    f_lv       = Z_l @ w_lv,  w_lv = Z_l^T V_l g_lv / D_l,  g_lv ~ N(0, I_k),  scaled to unit variance
+    signal_v   = sum_l a_l * f_lv,  then scaled to unit variance
     response_v = signal_v + noise (N(0, noise_sd^2), independent per repetition) + offset_v
 
-``Z_l @ w_lv`` is drawn in the n_videos-dimensional row space of ``Z_l`` (the same Gaussian
-distribution), so the cost does not grow with the layer's dimension. The DNN features that
-define the truth come from the caller (``layer_features``), which keeps this module free of torch.
+``V_l`` holds the top k generalised eigenvectors of ``K_l`` against the other layers' kernels
+(:func:`_distinctive_directions`): layers of one network are nearly the same function of the
+videos, so iid feature weights ``w`` (the first version) made a signal no fit can attribute to
+its layer, spread over the whole feature spectrum and so not learnable from ~100 videos.
+``a_l`` is each layer's share of the signal's standard deviation (parts of unit variance).
+The DNN features that define the truth come from the caller (``layer_features``), which keeps
+this module free of torch.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.linalg
 
 from lwroi._io import atomic_path, atomic_write_bytes, atomic_write_json
 from lwroi.config import DataConfig
@@ -30,6 +36,10 @@ from lwroi.data.algonauts import ROI_TRACKS
 N_REPETITIONS = 3
 WB_VOLUME_SHAPE = (78, 93, 71)
 CLIP_SECONDS = 3
+N_DIRECTIONS = 5
+"""Distinctive directions per layer: few, so the signal is learnable from ~100 videos."""
+DIRECTION_RIDGE = 0.1
+"""Ridge on the other layers' kernel (times its mean eigenvalue) in the generalised eigenproblem."""
 
 DEFAULT_VOXELS: dict[str, int] = {
     "V1": 50, "V2": 50, "V3": 45, "V4": 30, "LOC": 80,
@@ -223,18 +233,38 @@ def make_video_frames(rng: np.random.Generator, n_frames: int, size: int = 64) -
     return np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
 
 
-def _layer_factor(features: np.ndarray) -> np.ndarray:
-    """``B`` with ``B @ g ~ Z @ w / sqrt(D)`` for ``g ~ N(0, I_n)``, ``w ~ N(0, I_D)``: shape (n_videos, n_videos).
+def _distinctive_directions(layers: list[np.ndarray], n_directions: int, ridge: float) -> list[np.ndarray]:
+    """Per layer, up to ``n_directions`` unit-variance video directions that are distinctive of it.
 
-    ``Z @ w`` is Gaussian with covariance ``Z Z^T``, so drawing in the n-dimensional row space
-    of the column-standardised features ``Z`` gives exactly the planted model's distribution
-    at a cost that does not grow with the layer's dimension ``D``.
+    Layers of one network are nearly the same function of the videos (centred kernel alignment
+    0.92-0.996 between neighbouring random-init AlexNet layers), so a signal drawn along random
+    feature directions cannot be attributed to its layer. Instead each layer's signal lies along
+    the top generalised eigenvectors ``v`` of ``K_l v = lam (sum_{m != l} K_m + ridge I) v``,
+    ``K_l = Z_l Z_l^T / D_l``: directions where layer l varies most relative to the others. The
+    direction ``K_l v = Z_l (Z_l^T v / D_l)`` is a linear function of layer l's own standardised
+    features, so it is defined for held-out videos too. Few directions keep the signal learnable
+    from ~100 videos. Returns arrays of shape (n_videos, k_l); k_l = 0 for a constant layer.
     """
-    z = features - features.mean(axis=0)
-    std = np.sqrt(np.einsum("ij,ij->j", z, z) / len(z))
-    z *= np.divide(1.0, std, out=np.zeros_like(std), where=std > 0)  # constant columns -> 0
-    eigval, eigvec = np.linalg.eigh(z @ z.T)
-    return eigvec * np.sqrt(np.clip(eigval, 0, None) / z.shape[1])
+    n = layers[0].shape[0]
+    kernels = []
+    for features in layers:
+        z = features - features.mean(axis=0)
+        std = np.sqrt(np.einsum("ij,ij->j", z, z) / n)
+        z *= np.divide(1.0, std, out=np.zeros_like(std), where=std > 0)  # constant columns -> 0
+        kernels.append(z @ z.T / z.shape[1])
+    total = sum(kernels)
+    out = []
+    for kernel in kernels:
+        others = total - kernel
+        scale = np.trace(others) / n if np.trace(others) > 0 else 1.0
+        eigval, eigvec = scipy.linalg.eigh(kernel, others + ridge * scale * np.eye(n))
+        keep = eigval[::-1] > 1e-9 * max(eigval.max(), 1e-300)
+        directions = kernel @ eigvec[:, ::-1][:, keep][:, :n_directions]
+        directions -= directions.mean(axis=0)
+        std = directions.std(axis=0)
+        varying = std > 1e-12 * std.max(initial=0.0)
+        out.append(directions[:, varying] / std[varying])
+    return out
 
 
 def _wb_mask(rng: np.random.Generator, n_voxels: int) -> np.ndarray:
@@ -275,10 +305,15 @@ def _per_roi(
 
 
 def _planted_signal(
-    rng: np.random.Generator, factors: list[np.ndarray], weights: np.ndarray, n_voxels: int
+    rng: np.random.Generator, directions: list[np.ndarray], weights: np.ndarray, n_voxels: int
 ) -> np.ndarray:
-    """Unit-variance signal (n_videos, n_voxels) of the balanced layer-weighted model."""
-    signal = sum(a * (b @ rng.standard_normal((b.shape[1], n_voxels))) for a, b in zip(weights, factors, strict=True))
+    """Unit-variance signal (n_videos, n_voxels): ``sum_l a_l f_l``, each layer part f_l of unit variance."""
+    signal = np.zeros((directions[0].shape[0], n_voxels))
+    for a, basis in zip(weights, directions, strict=True):
+        if basis.shape[1]:
+            part = basis @ rng.standard_normal((basis.shape[1], n_voxels))
+            part -= part.mean(axis=0)
+            signal += a * part / part.std(axis=0)
     signal -= signal.mean(axis=0)
     return signal / signal.std(axis=0)
 
@@ -363,8 +398,8 @@ def write_synthetic_dataset(
     report(f"wrote {len(paths)} videos to {video_dir}")
 
     layers = _check_layer_features(layer_features(paths[:n_videos]), n_videos)
-    factors = [_layer_factor(f) for f in layers.values()]
-    if not any(f.any() for f in factors):
+    factors = _distinctive_directions(list(layers.values()), N_DIRECTIONS, DIRECTION_RIDGE)
+    if not any(f.shape[1] for f in factors):
         raise ValueError("layer_features: every feature is constant over videos; nothing to plant a signal in")
     profiles = planted_layer_profiles(rois, len(layers))
     report(f"computed features of {n_videos} training videos ({len(layers)} layers)")
@@ -398,10 +433,15 @@ def write_synthetic_dataset(
         "layers": list(layers),
         "layer_dims": {name: int(f.shape[1]) for name, f in layers.items()},
         "features": dict(features or {}),
+        "directions_per_layer": N_DIRECTIONS,
+        "direction_ridge": DIRECTION_RIDGE,
         "videos": {"frame_size": frame_size, "fps_choices": list(fps_choices), "seconds": CLIP_SECONDS},
         "model": (
-            "signal_v = sum_l a_l * Z_l @ w_lv / sqrt(D_l), Z_l column-standardised layer features "
-            "(constant columns 0), w_lv ~ N(0, I); each voxel's signal scaled to unit variance over videos; "
+            "signal_v = sum_l a_l * f_lv, f_lv = Z_l @ w_lv scaled to unit variance, Z_l column-standardised "
+            "layer features (constant columns 0), w_lv = Z_l^T V_l g_lv / D_l with g_lv ~ N(0, I_k) and V_l the "
+            "top k generalised eigenvectors of K_l = Z_l Z_l^T / D_l against the sum of the other layers' kernels "
+            "(+ ridge * mean eigenvalue * I): directions distinctive of layer l, so the profile is identifiable "
+            "and the low-rank signal learnable; each voxel's signal scaled to unit variance over videos; "
             "each repetition adds N(0, noise_sd^2) noise and a per-voxel offset"
         ),
         "rois": {

@@ -29,9 +29,12 @@ def stack_layer_features(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Concatenate layer blocks into one float32 matrix, scaled once before training.
 
-    ``"balanced"`` divides each block by sqrt(its dimension) so every layer starts with the same
-    share of the prediction and a layer weight measures importance, not feature count;
-    ``"none"`` keeps the original's scaling.
+    ``"balanced"`` divides each block by its root-mean-square row norm (the square root of the
+    summed column variances), so every layer enters with the same total variance and a layer
+    weight measures the layer's share of the prediction, not its feature count or how a
+    projection rescaled it (SRP keeps row norms, so a reduced conv block keeps its raw layer's
+    variance; for standardised, unreduced features this is sqrt(dimension)). ``"none"`` keeps
+    the original's scaling.
 
     Returns
     -------
@@ -45,13 +48,19 @@ def stack_layer_features(
         raise ValueError(f"layer_scaling={layer_scaling!r}: must be one of {', '.join(LAYER_SCALINGS)}")
     dims = [x.shape[1] for x in X_layers]
     layer_of_feature = np.repeat(np.arange(len(dims)), dims)
-    per_layer = [1.0 / np.sqrt(d) if layer_scaling == "balanced" else 1.0 for d in dims]
+    per_layer = [1.0 / _block_norm(x) if layer_scaling == "balanced" else 1.0 for x in X_layers]
     feature_scale = np.repeat(np.asarray(per_layer, dtype=np.float32), dims)
     X = np.empty((X_layers[0].shape[0], sum(dims)), dtype=np.float32)
     for block, start, stop in zip(X_layers, np.cumsum([0, *dims[:-1]]), np.cumsum(dims), strict=True):
         X[:, start:stop] = block
     X *= feature_scale
     return X, layer_of_feature, feature_scale
+
+
+def _block_norm(block: np.ndarray) -> float:
+    """Root-mean-square norm of a block's centred rows; 1 for a constant block."""
+    norm = float(np.sqrt(np.asarray(block, dtype=np.float64).var(axis=0).sum()))
+    return norm if norm > 0 else 1.0
 
 
 class LayerWeightedEncoder(BaseEstimator):

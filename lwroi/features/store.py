@@ -27,7 +27,7 @@ _SAFE_SPLIT = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def _file_stems(layers: Sequence[str]) -> dict[str, str]:
-    """A safe, unique file stem per layer name (node names may hold dots)."""
+    """Give each layer name a safe, unique file stem (node names may hold dots)."""
     stems: dict[str, str] = {}
     for layer in layers:
         stem = re.sub(r"[^A-Za-z0-9_-]", "-", layer)
@@ -170,7 +170,7 @@ def open_feature_store(path: str | Path) -> FeatureStore:
 
 
 def feature_store_complete(path: str | Path) -> bool:
-    """True when ``path`` holds a complete, consistent feature store."""
+    """Tell whether ``path`` holds a complete, consistent feature store."""
     try:
         open_feature_store(path)
     except DataLayoutError:

@@ -18,7 +18,7 @@ SAMPLINGS = ("count", "stride")
 
 
 def sample_frame_indices(n_frames: int, *, sampling: str, count: int, stride: int) -> np.ndarray:
-    """Indices of the frames to feed the DNN.
+    """Choose the indices of the frames to feed the DNN.
 
     Parameters
     ----------

@@ -67,7 +67,7 @@ class SelfComm:
     def allreduce(self, value: int, op: Any = None) -> int:
         return value
 
-    def Abort(self, code: int = 1) -> None:  # noqa: N802 - mirrors mpi4py
+    def Abort(self, code: int = 1) -> None:
         raise SystemExit(code)
 
 

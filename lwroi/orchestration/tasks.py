@@ -127,7 +127,7 @@ class UnitRunner:
                 progress=lambda done, total: self.journal.heartbeat(unit.key, videos=done, of=total),
             )
             save_raw_shard(folder, feats, indices)
-        self.store.write_ok(unit.key, {"n_videos": int(len(indices)), "raw_shard": str(folder)})
+        self.store.write_ok(unit.key, {"n_videos": len(indices), "raw_shard": str(folder)})
 
     def _run_features(self, unit: Unit) -> None:
         from lwroi.features import (

@@ -62,9 +62,9 @@ def reduce_run(store: ResultStore, units: list[Unit]) -> Reduction:
 def _result_row(payload: dict) -> dict:
     row = {k: payload[k] for k in ("subject", "roi", "pcc", "n_voxels", "n_valid_voxels", "wc", "lay",
                                    "solver", "best_epoch", "n_epochs", "random_weights")}
-    for name, weight in zip(payload["layers"], payload["layer_weights"]):
+    for name, weight in zip(payload["layers"], payload["layer_weights"], strict=True):
         row[f"weight_{name}"] = weight
-    for name, contribution in zip(payload["layers"], payload["contributions"]):
+    for name, contribution in zip(payload["layers"], payload["contributions"], strict=True):
         row[f"contrib_{name}"] = contribution
     return row
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
-from itertools import pairwise
 from pathlib import Path
 
 import av
@@ -23,6 +22,7 @@ from lwroi.data import (
     write_synthetic_dataset,
     write_video,
 )
+from lwroi.data.synthetic import _distinctive_directions
 
 VIDEOS_DIR = "AlgonautsVideos268_All_30fpsmax"
 RESPONSES_DIR = "participants_data_v2021"
@@ -197,21 +197,21 @@ def test_empirical_noise_ceiling_is_close_to_theory(dataset):
     assert noise_ceiling(1.5) == pytest.approx(np.sqrt(1 / 1.75))
 
 
-def test_regression_on_known_features_recovers_the_planted_layer_weights(dataset):
-    """Least squares on the known Z gives coefficients a_l * w_l / sqrt(D_l) * scale, so the
-    root-mean-square coefficient norm per layer is proportional to the planted a_l."""
-    root, truth = dataset
-    features = pixel_statistics(list_videos(root / VIDEOS_DIR)[:N_VIDEOS])
-    design = np.hstack([standardise(f) for f in features.values()] + [np.ones((N_VIDEOS, 1))])
-    bounds = np.cumsum([0] + [f.shape[1] for f in features.values()])
-    norms = []
-    for subject in truth["subjects"]:
-        y = load_roi_responses(root / RESPONSES_DIR, subject, "FFA", n_train_videos=N_VIDEOS).data
-        coef = np.linalg.lstsq(design, y, rcond=None)[0]
-        norms.append([(coef[lo:hi] ** 2).sum(axis=0) for lo, hi in pairwise(bounds)])
-    recovered = np.sqrt(np.concatenate(norms, axis=1).mean(axis=1))
-    recovered /= recovered.sum()
-    np.testing.assert_allclose(recovered, truth["rois"]["FFA"]["layer_weights"], atol=0.03)
+def test_planted_directions_are_distinctive_of_their_layer():
+    """Two layers that share most of their variance: each layer's planted directions carry far
+    more of its own variance than of the other layer's, unlike a random direction of the layer."""
+    rng = np.random.default_rng(0)
+    shared, own = rng.standard_normal((60, 40)), rng.standard_normal((2, 60, 40))
+    layers = [shared @ rng.standard_normal((40, 50)) + 0.5 * own[i] @ rng.standard_normal((40, 50)) for i in (0, 1)]
+    kernels = [z @ z.T / z.shape[1] for z in map(standardise, layers)]
+    directions = _distinctive_directions(layers, 3, 0.1)
+    for mine, other, basis in ((0, 1, directions[0]), (1, 0, directions[1])):
+        assert basis.shape == (60, 3)
+        np.testing.assert_allclose(basis.std(axis=0), 1.0)
+        ratio = [d @ kernels[mine] @ d / (d @ kernels[other] @ d) for d in basis.T]
+        random = kernels[mine] @ rng.standard_normal(60)
+        assert min(ratio) > (random @ kernels[mine] @ random) / (random @ kernels[other] @ random)
+        assert ratio[0] > 4
 
 
 def test_noiseless_responses_lie_in_the_span_of_the_layer_features(tmp_path):

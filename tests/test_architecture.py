@@ -1,0 +1,54 @@
+"""The layout shows the architecture: a module imports only from its own layer or those to its left."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "lwroi"
+LAYERS = ["exceptions", "_io", "config", "data", "features", "encoding", "orchestration", "outputs", "cli"]
+HEAVY = {"torch": {"features", "encoding"}, "mpi4py": {"orchestration"}}
+
+
+def layer_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def imports(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text())
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append(node.module)
+    return found
+
+
+MODULES = sorted(p for p in PACKAGE.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_module_imports_only_leftward_layers(path):
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    own = layer_of(".".join(rel.parts))
+    if own not in LAYERS:
+        return  # lwroi/__init__.py
+    for module in imports(path):
+        root = module.split(".")[0]
+        if root == "lwroi" and layer_of(module) in LAYERS:
+            assert LAYERS.index(layer_of(module)) <= LAYERS.index(own), f"{rel} imports {module}"
+        if root in HEAVY:
+            assert own in HEAVY[root], f"{rel} imports {root}, allowed only in {sorted(HEAVY[root])}"
+
+
+def test_data_layer_imports_without_torch_or_mpi():
+    import subprocess
+    import sys
+
+    code = "import sys, lwroi.data, lwroi.config; print(sorted({'torch', 'mpi4py'} & set(sys.modules)))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"
