@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
@@ -78,7 +78,6 @@ class FeatureConfig:
     """``train``: held-out rows are standardised with the training scaler; ``test``: original's own-scaler flaw."""
     seed: int = 0
     """Seeds random weight initialisation and the random projection."""
-    device: str = "auto"
     store_dir: str = "feature_store"
     """Feature store root; one sub-folder per (videos, feature settings) fingerprint, reused across runs."""
 
@@ -93,7 +92,6 @@ class FeatureConfig:
         "srp_eps": lambda v: _check(0 < v < 1, "must be in (0, 1)"),
         "pca_ratio": lambda v: _check(0 < v <= 1, "must be in (0, 1]"),
         "test_scaler": lambda v: _check(v in ("train", "test"), "must be one of: train, test"),
-        "device": lambda v: _check(v == "auto" or v == "cpu" or v.startswith("cuda"), "must be auto, cpu or cuda[:N]"),
     }
 
 
@@ -125,9 +123,6 @@ class EncodingConfig:
     """``balanced``: each layer's features are divided by sqrt(its dimension), so a layer weight measures
     the layer's share of the prediction, not its feature count; ``none``: original scaling."""
     seed: int = 0
-    device: str = "auto"
-    memory_budget_mb: int = 2048
-    """Working-memory budget of one fit; the voxel batch size follows from it."""
 
     _constraints: ClassVar[dict[str, Callable[[Any], str | None]]] = {
         "solver": lambda v: _check(v in ("sgd", "kernel"), "must be one of: sgd, kernel"),
@@ -145,8 +140,6 @@ class EncodingConfig:
         "early_stopping_on": lambda v: _check(v in ("inner", "test"), "must be one of: inner, test"),
         "val_pcc": lambda v: _check(v in ("full", "batch"), "must be one of: full, batch"),
         "layer_scaling": lambda v: _check(v in ("balanced", "none"), "must be one of: balanced, none"),
-        "device": lambda v: _check(v == "auto" or v == "cpu" or v.startswith("cuda"), "must be auto, cpu or cuda[:N]"),
-        "memory_budget_mb": lambda v: _check(v >= 64, "must be >= 64"),
     }
 
 
@@ -161,11 +154,14 @@ class RunConfig:
     """Epochs between checkpoints of a running fit."""
     threads: int = 0
     """Torch CPU threads per process; 0 = cores divided by the ranks on this node."""
+    device: str = "auto"
+    """``auto``: GPU (node-local rank modulo visible GPUs) when one is visible, else CPU; or ``cpu``, ``cuda:N``."""
 
     _constraints: ClassVar[dict[str, Callable[[Any], str | None]]] = {
         "extract_shards": lambda v: _check(v >= 1, "must be >= 1"),
         "checkpoint_every": lambda v: _check(v >= 1, "must be >= 1"),
         "threads": lambda v: _check(v >= 0, "must be >= 0"),
+        "device": lambda v: _check(v in ("auto", "cpu", "cuda") or v.startswith("cuda:"), "must be auto, cpu or cuda[:N]"),
     }
 
 

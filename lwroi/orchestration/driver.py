@@ -131,7 +131,7 @@ def launch(cfg: Config, *, up_to: str = "fit", shard: tuple[int, int] | None = N
 
 def _pick_device(cfg: Config, job: JobEnvironment) -> str:
     """One GPU per rank (node-local rank modulo visible GPUs), else the CPU; sets CPU threads."""
-    requested = cfg.encoding.device
+    requested = cfg.run.device
     n_gpus = 0 if requested == "cpu" else _gpu_count()
     device, why = choose_device(requested, job.local_rank, n_gpus)
     threads = threads_per_rank(cfg.run.threads, os.cpu_count() or 1, job.local_size)
