@@ -80,9 +80,10 @@ def world_communicator(mode: str) -> Any:
         return SelfComm()
     try:
         from mpi4py import MPI
-    except ImportError:
+    except (ImportError, RuntimeError) as exc:  # no mpi4py, or no MPI library for it to load
         if mode == "mpi":
-            raise RuntimeError("--mpi was given but mpi4py cannot be imported (pip install mpi4py mpich)") from None
+            raise RuntimeError(f"--mpi mpi was given but MPI is unavailable ({exc}); pip install mpi4py mpich") from None
+        log.info("running as one process: MPI unavailable (%s)", exc)
         return SelfComm()
     return MPI.COMM_WORLD
 

@@ -124,10 +124,22 @@ class UnitRunner:
             feats = extract_video_features(
                 [self.videos[i] for i in indices], extractor, sampling=f.frame_sampling, count=f.frame_count,
                 stride=f.frame_stride, batch_size=f.batch_size,
-                progress=lambda done, total: self.journal.heartbeat(unit.key, videos=done, of=total),
+                progress=self._extract_progress(unit),
             )
             save_raw_shard(folder, feats, indices)
         self.store.write_ok(unit.key, {"n_videos": len(indices), "raw_shard": str(folder)})
+
+    def _extract_progress(self, unit: Unit) -> Any:
+        """Progress hook: heartbeat for ``lwroi status`` and a log line every tenth of the shard."""
+        step = {"next": 0.1}
+
+        def progress(done: int, total: int) -> None:
+            self.journal.heartbeat(unit.key, videos=done, of=total)
+            if done >= step["next"] * total:
+                log.info("%s: %d/%d videos", unit.key, done, total)
+                step["next"] += 0.1
+
+        return progress
 
     def _run_features(self, unit: Unit) -> None:
         from lwroi.features import (
@@ -186,6 +198,7 @@ class UnitRunner:
             if self.stop or epoch % every == 0:
                 save_checkpoint(path, get_state(), fingerprint=self.store.fingerprint)
                 self.journal.event("checkpoint", unit.key, epoch=epoch)
+                log.info("%s: epoch %d, checkpoint saved", unit.key, epoch)
             if self.stop:
                 raise Interrupted(f"checkpointed at epoch {epoch}")
 
