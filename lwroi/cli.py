@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
+from typing import TextIO
 
 from lwroi import __version__
 from lwroi.exceptions import LwroiError
@@ -66,6 +68,28 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Reduce the unit results of RUN_DIR into results.csv, summary.csv and "
                                       "scores/*.npy, from the files alone (no MPI); lists missing units.")
     summ.add_argument("run_dir", type=Path)
+    summ.add_argument("--array-states", metavar="FILE", type=argparse.FileType("r"),
+                      help="`scontrol show job --oneliner ARRAY_JOB` output ('-': stdin): also list the array "
+                           "tasks that did not complete (the reduce job of `lwroi submit` passes it)")
+    subm = sub.add_parser("submit", help="submit the run to Slurm: extract job -> array of plan shards -> reduce job",
+                          description="Submit CONFIG as a chain of Slurm jobs running the apptainer image: "
+                                      "`lwroi extract` (left out when the features are done), an array whose task i "
+                                      "runs `lwroi fit --shard i/N` with MPI ranks, and `lwroi summarize` after every "
+                                      "task; print the job IDs. Submitting again resumes the run. Site settings "
+                                      "(partition, account, times, GPUs, image, binds) come from --site.")
+    subm.add_argument("config", type=Path, help="YAML config; relative paths in it resolve against this directory")
+    subm.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="override one config key in every job (repeatable)")
+    subm.add_argument("--shards", type=int, metavar="N", help="array tasks, one shard of the plan each "
+                                                               "(default: LWROI_SHARDS of the site file)")
+    subm.add_argument("--ranks-per-task", type=int, metavar="R",
+                      help="MPI ranks per array task and of the extract job (default: LWROI_RANKS_PER_TASK)")
+    subm.add_argument("--tasks", metavar="LIST", help="submit only these array tasks, e.g. 1,3 (shard numbers of N)")
+    subm.add_argument("--image", type=Path, help="the lwroi image (default: LWROI_IMAGE of the site file)")
+    subm.add_argument("--site", type=Path, default=Path("slurm/site.env"),
+                      help="site settings; the lwroi-*.sbatch scripts are taken from its folder "
+                           "(default: slurm/site.env)")
+    subm.add_argument("--dry-run", action="store_true", help="print the chain as a bash script; submit nothing")
     stat = sub.add_parser("status", help="units done/running/pending/failed per phase, with an ETA",
                           description="Show per phase how many units are done, running, pending and failed.")
     stat.add_argument("run_dir", type=Path)
@@ -80,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.verb in PHASE_VERBS:
             return _run(args)
         if args.verb == "summarize":
-            return _summarize(args.run_dir)
+            return _summarize(args.run_dir, args.array_states)
+        if args.verb == "submit":
+            return _submit(args)
         return _status(args.run_dir)
     except LwroiError as exc:
         print(f"lwroi {args.verb}: error: {exc}", file=sys.stderr)
@@ -119,10 +145,18 @@ def _plan_of(run_dir: Path):
     return cfg, store, build_plan(cfg, roi_cost)
 
 
-def _summarize(run_dir: Path) -> int:
+def _summarize(run_dir: Path, array_states: TextIO | None = None) -> int:
     from lwroi.orchestration.schedule import EXIT_INCOMPLETE
+    from lwroi.orchestration.slurm import describe_unfinished_tasks, parse_task_states
     from lwroi.outputs.summary import reduce_run, write_tables
 
+    if array_states is not None:
+        states = parse_task_states(array_states.read())
+        unfinished = describe_unfinished_tasks(states)
+        for line in unfinished:
+            print(line, file=sys.stderr)
+        print(f"lwroi summarize: {len(states) - len(unfinished)} of {len(states)} array task record(s) COMPLETED",
+              file=sys.stderr)
     _, store, units = _plan_of(run_dir)
     reduction = reduce_run(store, units)
     if not reduction.complete:
@@ -136,6 +170,33 @@ def _summarize(run_dir: Path) -> int:
     for path in write_tables(run_dir, reduction, store)[:2]:
         print(f"wrote {path}")
     print(reduction.summary.to_string(index=False))
+    return 0
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from lwroi.config import load_config
+    from lwroi.orchestration.slurm import build_chain, features_done, parse_tasks, read_site, render_chain, submit_chain
+
+    cfg = load_config(args.config, args.overrides)
+    site = read_site(args.site, os.environ)
+    shards = args.shards or site.shards
+    image = args.image or Path(site.image)
+    if not str(image):
+        print("lwroi submit: error: no image: set LWROI_IMAGE in the site file or pass --image", file=sys.stderr)
+        return 2
+    workdir = Path.cwd()
+    chain = build_chain(cfg, site, config_path=args.config, overrides=args.overrides, workdir=workdir, image=image,
+                        shards=shards, ranks_per_task=args.ranks_per_task or site.ranks_per_task,
+                        tasks=parse_tasks(args.tasks, shards) if args.tasks else None,
+                        extract=not features_done(cfg, workdir))
+    if args.dry_run:
+        print(render_chain(chain), end="")
+        return 0
+    job_ids = submit_chain(chain, cfg)
+    print(f"submitted {args.config} -> {chain.run_dir}")
+    for job in chain.jobs:
+        print(f"  {job.name:<8} {job_ids[job.name]:>8}  {job.summary}")
+    print(f"logs: {chain.log_dir}/   watch: lwroi status {chain.run_dir}   squeue -j {','.join(job_ids.values())}")
     return 0
 
 

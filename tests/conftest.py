@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,42 @@ def run_lwroi(*args: str, cwd: Path, timeout: float = 900, check: bool = True, e
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout}\n"
                              f"--- stderr\n{proc.stderr[-6000:]}")
     return proc
+
+
+def interrupt_when(cmd: list[str], cwd: Path, ready, action, *, what: str, timeout: float = 300,
+                   settle: float = 0.5) -> tuple[int, str]:
+    """Start ``cmd``, wait (bounded) until ``ready()``, call ``action(process)``, and wait for the exit.
+
+    Returns the exit code and the process's stderr (kept in a file, so a chatty process never
+    blocks on a full pipe). The process is killed if anything goes wrong, so no test hangs.
+    """
+    log = cwd / f"interrupted-{time.monotonic_ns()}.log"
+    with open(log, "w") as err:
+        job = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        try:
+            wait_for(ready, timeout, what)
+            time.sleep(settle)
+            action(job)
+            job.wait(timeout=120)
+        finally:
+            if job.poll() is None:
+                job.kill()
+                job.wait()
+    return job.returncode, log.read_text()
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    """Poll ``predicate`` every 0.1 s; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def journal_events(run: Path) -> list[dict]:
+    """Every event of the run's journal."""
+    return [json.loads(line) for p in (run / "journal").glob("*.jsonl") for line in p.read_text().splitlines()]
 
 
 def mpiexec() -> str:

@@ -14,9 +14,14 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from lwroi.encoding._kernel import solve_kernel
 from lwroi.encoding._sgd import SGDResult, solve_sgd
 
-SOLVERS: dict[str, Callable[..., SGDResult]] = {"sgd": solve_sgd}
+SOLVERS: dict[str, Callable[..., SGDResult]] = {"sgd": solve_sgd, "kernel": solve_kernel}
+
+EARLY_STOPPING_SOLVERS = frozenset({"sgd"})
+"""Solvers that need validation rows to stop early. The others choose their hyper-parameters inside
+the training rows, so the estimator gives them every row and scores validation rows only if given."""
 
 
 def get_solver(name: str) -> Callable[..., SGDResult]:

@@ -17,7 +17,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from lwroi.data.splits import inner_validation_split
-from lwroi.encoding._solvers import SOLVERS, get_solver, solver_options
+from lwroi.encoding._kernel import DEFAULT_ALPHAS
+from lwroi.encoding._solvers import EARLY_STOPPING_SOLVERS, SOLVERS, get_solver, solver_options
 from lwroi.encoding.devices import resolve_device
 from lwroi.encoding.metrics import pearson_r_columns
 
@@ -68,7 +69,10 @@ class LayerWeightedEncoder(BaseEstimator):
 
     ``y_v = sum_l |a_l| X_l W_{l,v} + b_v``, with the layer weights a shared by all voxels of
     the ROI, fitted by minimising ``MSE + wc * mean_v sqrt(mean_j W_jv^2) + lay * mean_l |a_l|``
-    with early stopping on a validation set.
+    with early stopping on a validation set (``solver="sgd"``), or in dual form as ridge on the
+    layers scaled by a, a and the ridge strengths chosen by generalised cross-validation inside
+    the training rows (``solver="kernel"``, see ``lwroi.encoding.solve_kernel``; wc, lay and
+    the Adam settings do not apply to it).
 
     Parameters
     ----------
@@ -85,7 +89,13 @@ class LayerWeightedEncoder(BaseEstimator):
     val_pcc : {"full", "batch"}, default="full"
         PCC over the whole validation set, or the original's mean over 16-row batches.
     val_fraction : float, default=0.1
-        Share of the training rows held out for early stopping when no X_val is given.
+        Share of the training rows held out for early stopping when no X_val is given (SGD
+        only: the kernel solver fits every training row).
+    alphas, search_steps, refine_steps : kernel solver settings
+        Relative ridge strengths (default 17 values 1e-3..1e5), candidates of the fixed layer-weight
+        design (16) and local search steps after it (8).
+    memory_budget_mb : float, default=1024
+        Working memory of the kernel solver; sets its voxel batch size.
     layer_scaling : {"balanced", "none"}, default="balanced"
         Divide each layer block by sqrt(its dimension) before training ("none": the original).
     device : str, default="auto"
@@ -104,13 +114,16 @@ class LayerWeightedEncoder(BaseEstimator):
     n_layers_, layer_dims_ : int, list of int
     solver_ : str
     n_epochs_, best_epoch_ : int
-        Epochs trained, and the epoch of the restored best state.
+        Epochs trained, and the epoch of the restored best state. Kernel solver: layer weightings
+        evaluated by the search, and the 1-based step of the chosen one.
     best_score_ : float
-        Early-stopping metric of the restored state.
+        Early-stopping metric of the restored state (kernel: the search objective, mean voxel
+        GCV R^2, of the chosen weighting).
     val_mean_r_ : float
-        Mean voxel Pearson r of the restored state on the whole validation set.
+        Mean voxel Pearson r of the restored state on the whole validation set (kernel: on
+        X_val if given, else NaN).
     history_ : dict of str to array of shape (n_epochs_,)
-        "val_score" and "train_loss" per epoch.
+        "val_score" and "train_loss" per epoch (kernel: "cv_score" per search step).
     """
 
     _parameter_constraints: ClassVar[dict] = {
@@ -128,6 +141,10 @@ class LayerWeightedEncoder(BaseEstimator):
         "layer_scaling": [StrOptions(set(LAYER_SCALINGS))],
         "device": [str, torch.device],
         "random_state": [Interval(Integral, 0, None, closed="left")],
+        "alphas": ["array-like"],
+        "search_steps": [Interval(Integral, 1, None, closed="left")],
+        "refine_steps": [Interval(Integral, 0, None, closed="left")],
+        "memory_budget_mb": [Interval(Real, 0, None, closed="neither")],
     }
 
     def __init__(
@@ -147,6 +164,10 @@ class LayerWeightedEncoder(BaseEstimator):
         layer_scaling: str = "balanced",
         device: str = "auto",
         random_state: int = 0,
+        alphas: Sequence[float] = DEFAULT_ALPHAS,
+        search_steps: int = 16,
+        refine_steps: int = 8,
+        memory_budget_mb: float = 1024.0,
     ) -> None:
         self.wc = wc
         self.lay = lay
@@ -162,6 +183,10 @@ class LayerWeightedEncoder(BaseEstimator):
         self.layer_scaling = layer_scaling
         self.device = device
         self.random_state = random_state
+        self.alphas = alphas
+        self.search_steps = search_steps
+        self.refine_steps = refine_steps
+        self.memory_budget_mb = memory_budget_mb
 
     def fit(
         self,
@@ -182,7 +207,9 @@ class LayerWeightedEncoder(BaseEstimator):
             Only valid voxels: the caller drops constant or masked-out columns.
         X_val, Y_val : same layout, optional
             Validation rows for early stopping. Without them, a ``val_fraction`` share of the
-            rows (``lwroi.data.splits.inner_validation_split``) is held out of training.
+            rows (``lwroi.data.splits.inner_validation_split``) is held out of training. A
+            solver that needs no early stopping (kernel) fits every row of X and only scores
+            X_val.
         state, on_epoch :
             Resume support, passed to the solver (see ``lwroi.encoding.solve_sgd``).
         """
@@ -198,8 +225,10 @@ class LayerWeightedEncoder(BaseEstimator):
             X = [np.concatenate([x, xv]) for x, xv in zip(X, X_val, strict=True)]
             Y = np.concatenate([Y, Y_val])
             train, val = np.arange(n), np.arange(n, Y.shape[0])
-        else:
+        elif self.solver in EARLY_STOPPING_SOLVERS:
             train, val = inner_validation_split(n, self.val_fraction, self.random_state)
+        else:
+            train, val = np.arange(n), np.arange(0)
 
         features, layer_of_feature, feature_scale = stack_layer_features(X, self.layer_scaling)
         device = resolve_device(self.device)

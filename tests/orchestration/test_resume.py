@@ -6,13 +6,11 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import subprocess
-import time
 
 import pytest
 
-from tests.conftest import DEMO_CONFIG, lwroi_command, run_lwroi
-from tests.orchestration.test_mpi import _wait_for, assert_tables_equal, done_events
+from tests.conftest import DEMO_CONFIG, interrupt_when, journal_events, lwroi_command, run_lwroi
+from tests.orchestration.test_mpi import assert_tables_equal, done_events
 
 pytestmark = pytest.mark.slow
 
@@ -96,26 +94,17 @@ def test_sigterm_mid_fit_checkpoints_and_rerun_continues_from_that_epoch(demo_wo
                  "--set", "encoding.max_epochs=600", "--set", "encoding.patience=600",
                  "--set", "run.checkpoint_every=50"]
     out = demo_workspace / "runs" / "sigterm"
-    job = subprocess.Popen(lwroi_command("run", str(DEMO_CONFIG), *overrides), cwd=demo_workspace,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        _wait_for(lambda: (out / "checkpoints" / "fit" / "sub01" / "V1.pt").exists(), 300, "a fit checkpoint")
-        time.sleep(0.5)
-        job.send_signal(signal.SIGTERM)
-        job.wait(timeout=120)
-    finally:
-        if job.poll() is None:
-            job.kill()
-            job.wait()
-    assert job.returncode == 75, job.stderr.read()[-3000:]
-    events = [json.loads(line) for p in (out / "journal").glob("*.jsonl") for line in p.read_text().splitlines()]
-    saved = [e["epoch"] for e in events if e["event"] == "checkpoint" and e["key"] == "fit/sub01/V1"]
+    checkpoint = out / "checkpoints" / "fit" / "sub01" / "V1.pt"
+    code, stderr = interrupt_when(lwroi_command("run", str(DEMO_CONFIG), *overrides), demo_workspace,
+                                  checkpoint.exists, lambda job: job.send_signal(signal.SIGTERM),
+                                  what="a fit checkpoint")
+    assert code == 75, stderr[-3000:]
+    saved = [e["epoch"] for e in journal_events(out) if e["event"] == "checkpoint" and e["key"] == "fit/sub01/V1"]
     assert saved and saved[-1] < 600
 
     run_lwroi("run", str(DEMO_CONFIG), *overrides, cwd=demo_workspace)
-    events = [json.loads(line) for p in (out / "journal").glob("*.jsonl") for line in p.read_text().splitlines()]
-    resumed = [e["epoch"] for e in events if e["event"] == "resume" and e["key"] == "fit/sub01/V1"]
+    resumed = [e["epoch"] for e in journal_events(out) if e["event"] == "resume" and e["key"] == "fit/sub01/V1"]
     assert resumed == [saved[-1]]
     record = json.loads((out / "units" / "fit" / "sub01" / "V1.json").read_text())
     assert record["payload"]["n_epochs"] == 600
-    assert not (out / "checkpoints" / "fit" / "sub01" / "V1.pt").exists()
+    assert not checkpoint.exists()

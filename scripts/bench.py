@@ -1,0 +1,445 @@
+"""Benchmark lwroi's solvers against the original training loop and himalaya, and extraction against a bare forward.
+
+Run from the repository root (``pip install -e .[bench]`` first)::
+
+    python scripts/bench.py --out bench_results --threads 2
+
+On Algonauts-shaped synthetic data (900 training / 100 held-out videos; 8 layers of 5,830 x 5 conv
+dims, as SparseRandomProjection(eps=0.1) gives for 900 samples, and 4096/4096/1000 fc dims; the
+real per-ROI voxel counts of sub01..sub10 with planted layer profiles), every method runs in its
+own subprocess on the same data and folds, so its peak RSS (``ru_maxrss``) is its own:
+
+(a) a faithful re-implementation of the original loop: one model at a time, batch-16 Adam, the
+    validation PCC computed per 16-row batch on the host after a device-to-host copy;
+(b) lwroi sgd: ``solve_sgd`` with the 18 tuning models of an ROI (3x3 grid x 2 folds) in one
+    batched solve;
+(c) lwroi kernel: the whole paper pipeline from a feature store on disk (tuning of 9 ROIs x 3x3
+    grid x 2 folds on sub01, then 10 subjects x 9 ROIs fits with held-out scores, challenge-style
+    predictions and layer contributions);
+(d) himalaya's ``MultipleKernelRidgeCV`` (random search, 5-fold CV, the same alphas and number of
+    candidate weightings) on the same train/test split of the same ROIs.
+
+(a) and (b) are measured on a few epochs (``--epochs``) and projected to the paper's pipeline
+(252 models: 162 tuning + 90 fits) at ``--assume-epochs`` epochs per model, with the epoch time
+scaled by each ROI's voxel count; the output says so. Extraction is timed on ``--videos``
+synthetic mp4 clips: ``extract_video_features`` (decoding overlapped with the forward) against a
+bare forward of a random-init AlexNet on the same, already decoded frames at 224 px.
+
+Writes ``bench.csv`` and ``bench.md`` under ``--out`` and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROIS = ("V1", "V2", "V3", "V4", "LOC", "EBA", "FFA", "STS", "PPA")
+VOXELS = {
+    "V1": (232, 285, 164, 176, 326, 286, 195, 300, 271, 238),
+    "V2": (231, 231, 271, 209, 196, 281, 189, 238, 265, 249),
+    "V3": (261, 270, 270, 212, 176, 229, 174, 223, 245, 188),
+    "V4": (107, 95, 111, 117, 73, 108, 55, 85, 94, 60),
+    "LOC": (1843, 1348, 1237, 1153, 1397, 1356, 1117, 1244, 1515, 1034),
+    "EBA": (351, 183, 376, 368, 309, 308, 101, 55, 191, 162),
+    "FFA": (68, 157, 80, 210, 69, 119, 89, 163, 76, 69),
+    "STS": (341, 421, 278, 398, 219, 173, 80, 306, 346, 120),
+    "PPA": (425, 153, 368, 225, 210, 216, 33, 150, 262, 165),
+}
+LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
+DIMS = (5830,) * 5 + (4096, 4096, 1000)
+N_TRAIN, N_TEST = 900, 100
+GRID = [(wc, lay) for wc in (1.0, 10.0, 100.0) for lay in (0.1, 1.0, 10.0)]
+FOLDS, SEED = 2, 0
+TARGETS = {"sgd_speedup": 10.0, "kernel_pipeline_s": 120.0, "pcc_margin": 0.01, "extract_ratio": 0.8}
+
+
+# ---------------------------------------------------------------------------------------- data
+def make_data(folder: Path, n_subjects: int) -> None:
+    """Feature store (train/test splits) and per-subject ROI responses with planted layer profiles.
+
+    Layers are noisy mixtures of a chain of latent factors (neighbouring layers share most of
+    their latents, as in a DNN); a voxel is a planted mix of the layers' latents plus noise set so
+    that held-out r lands in the realistic 0.1-0.5 range.
+    """
+    from lwroi.data import planted_layer_profiles
+    from lwroi.features.store import write_feature_store
+
+    rng = np.random.default_rng(SEED)
+    n, k = N_TRAIN + N_TEST, 128
+    latents, current = [], rng.standard_normal((n, k))
+    for _ in LAYERS:
+        current = 0.8 * current + 0.6 * rng.standard_normal((n, k))
+        latents.append(current)
+    arrays = {"train": {}, "test": {}}
+    for name, dim, latent in zip(LAYERS, DIMS, latents, strict=True):
+        block = (latent @ rng.standard_normal((k, dim)) / np.sqrt(k) + rng.standard_normal((n, dim))).astype(np.float32)
+        arrays["train"][name], arrays["test"][name] = block[:N_TRAIN], block[N_TRAIN:]
+    write_feature_store(folder / "store", arrays, {"synthetic": True, "rows": {"train": list(range(N_TRAIN)),
+                                                                                "test": list(range(N_TRAIN, n))}})  # fmt: skip
+    profiles = planted_layer_profiles(list(ROIS), len(LAYERS))
+    responses = {}
+    for s in range(n_subjects):
+        for roi in ROIS:
+            V = VOXELS[roi][s]
+            signal = sum(np.sqrt(p) * lat @ rng.standard_normal((k, V)) for p, lat in zip(profiles[roi], latents, strict=True))
+            signal /= signal.std(0)
+            responses[f"sub{s + 1:02d}/{roi}"] = (signal + rng.uniform(1.5, 4.0, V) * rng.standard_normal((n, V))).astype(np.float32)  # fmt: skip
+    np.savez(folder / "responses.npz", **responses)
+
+
+def load_data(folder: Path) -> tuple[object, dict[str, np.ndarray]]:
+    from lwroi.features import open_feature_store
+
+    return open_feature_store(folder / "store"), dict(np.load(folder / "responses.npz"))
+
+
+# ------------------------------------------------------------------------------- (a) original
+def original_loop(X: np.ndarray, layer_dims: list[int], Y: np.ndarray, val: np.ndarray, *, epochs: int, wc: float,
+                  lay: float) -> float:  # fmt: skip
+    """The original's training loop, one model: returns seconds per epoch (train + validation).
+
+    As its code does: a torch Module with a layer-weight vector and a Linear map, a DataLoader
+    of batch 16 (shuffled for training; drop_last for validation), Adam at lr 1e-4, the loss
+    MSE + wc * mean_v sqrt(mean_j W^2) + lay * mean |a|, and validation Pearson r per 16-row
+    batch computed with numpy after copying predictions to the host.
+    """
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class LayerWeighted(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = torch.nn.Parameter(torch.full((len(layer_dims),), 1.0 / len(layer_dims)))
+            self.fc = torch.nn.Linear(sum(layer_dims), Y.shape[1])
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            scale = torch.cat([self.a[i].abs().repeat(d) for i, d in enumerate(layer_dims)])
+            return self.fc(x * scale)
+
+    train = np.setdiff1d(np.arange(len(Y)), val)
+    model = LayerWeighted()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    loader = DataLoader(TensorDataset(torch.from_numpy(X[train]), torch.from_numpy(Y[train])), batch_size=16,
+                        shuffle=True)  # fmt: skip
+    val_loader = DataLoader(TensorDataset(torch.from_numpy(X[val]), torch.from_numpy(Y[val])), batch_size=16,
+                            drop_last=True)  # fmt: skip
+    start = time.perf_counter()
+    for _ in range(epochs):
+        model.train()
+        for xb, yb in loader:
+            pred = model(xb)
+            W = model.fc.weight
+            loss = ((pred - yb) ** 2).mean() + wc * W.pow(2).mean(1).sqrt().mean() + lay * model.a.abs().mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        rs = []
+        with torch.no_grad():
+            for xb, yb in val_loader:
+                p, t = model(xb).cpu().numpy(), yb.cpu().numpy()
+                p, t = p - p.mean(0), t - t.mean(0)
+                rs.append(np.mean((p * t).sum(0) / np.sqrt((p * p).sum(0) * (t * t).sum(0) + 1e-30)))
+        float(np.mean(rs))
+    return (time.perf_counter() - start) / epochs
+
+
+# ----------------------------------------------------------------------------------- workers
+def worker(name: str, folder: Path, args: argparse.Namespace) -> dict:
+    """Run one method in this (fresh) process and return its measurements."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    return {"original": _work_original, "sgd": _work_sgd, "kernel": _work_kernel, "himalaya": _work_himalaya,
+            "extract": _work_extract}[name](folder, args)  # fmt: skip
+
+
+def _v1(folder: Path) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray, np.ndarray]:
+    store, responses = load_data(folder)
+    Y = responses["sub01/V1"]
+    return store.load("train"), store.load("test"), Y[:N_TRAIN], Y[N_TRAIN:]
+
+
+def _work_original(folder: Path, args: argparse.Namespace) -> dict:
+    from lwroi.data.splits import kfold_splits
+
+    X_train, _, Y_train, _ = _v1(folder)
+    val = kfold_splits(N_TRAIN, FOLDS, SEED)[0][1]
+    X = np.hstack(X_train)
+    seconds = original_loop(X, [x.shape[1] for x in X_train], Y_train, val, epochs=args.epochs, wc=10.0, lay=1.0)
+    return {"epoch_s": seconds, "model_epochs_per_s": 1.0 / seconds, "voxels": Y_train.shape[1]}
+
+
+def _work_sgd(folder: Path, args: argparse.Namespace) -> dict:
+    import torch
+
+    from lwroi.data.splits import kfold_splits
+    from lwroi.encoding import LayerWeightedEncoder, solve_sgd, stack_layer_features
+
+    X_train, X_test, Y_train, Y_test = _v1(folder)
+    features, layer_of_feature, _ = stack_layer_features(X_train, "balanced")
+    splits = kfold_splits(N_TRAIN, FOLDS, SEED)
+    models = [(wc, lay, fold) for wc, lay in GRID for fold in range(FOLDS)]
+    inputs = (torch.from_numpy(features), torch.from_numpy(layer_of_feature), torch.from_numpy(Y_train))
+    timings = {}
+    for label, chosen in (("one", models[2:3]), ("grid", models)):
+        kwargs = {"train_idx": [splits[f][0] for _, _, f in chosen], "val_idx": [splits[f][1] for _, _, f in chosen],
+                  "wc": [m[0] for m in chosen], "lay": [m[1] for m in chosen], "seed": [(SEED, m[2]) for m in chosen],
+                  "max_epochs": args.epochs, "patience": 10**6}  # fmt: skip
+        solve_sgd(*inputs, **{**kwargs, "max_epochs": 1})  # warm-up
+        start = time.perf_counter()
+        solve_sgd(*inputs, **kwargs)
+        seconds = time.perf_counter() - start
+        timings[label] = len(chosen) * args.epochs / seconds
+    start = time.perf_counter()
+    model = LayerWeightedEncoder(wc=1.0, lay=0.1, lr=1e-3, max_epochs=args.sgd_fit_epochs, patience=10, device="cpu")
+    model.fit(X_train, Y_train)
+    fit_s = time.perf_counter() - start
+    return {"model_epochs_per_s_one": timings["one"], "model_epochs_per_s": timings["grid"], "fit_s": fit_s,
+            "fit_epochs": model.n_epochs_, "pcc": model.score(X_test, Y_test), "voxels": Y_train.shape[1]}  # fmt: skip
+
+
+def _work_kernel(folder: Path, args: argparse.Namespace) -> dict:
+    from lwroi.encoding import LayerWeightedEncoder, evaluate_grid_models, select_best
+
+    store, responses = load_data(folder)
+    out: dict = {}
+    # Per-fit time and held-out PCC of the ROIs himalaya also fits (Grams computed once beforehand,
+    # as himalaya gets precomputed kernels).
+    X_train, X_test = store.load("train"), store.load("test")
+    LayerWeightedEncoder(solver="kernel", search_steps=1, refine_steps=0, device="cpu").fit(X_train, Y := responses["sub01/V1"][:N_TRAIN, :2])  # fmt: skip
+    del Y
+    for roi in args.peer_rois:
+        Y = responses[f"sub01/{roi}"]
+        start = time.perf_counter()
+        model = LayerWeightedEncoder(solver="kernel", device="cpu").fit(X_train, Y[:N_TRAIN])
+        out[f"fit_s_{roi}"] = time.perf_counter() - start
+        out[f"pcc_{roi}"] = model.score(X_test, Y[N_TRAIN:])
+    # The paper's pipeline from the feature store: features are reloaded for every unit, as the
+    # orchestration does, so the Gram matrices are found again by content.
+    start = time.perf_counter()
+    chosen = {}
+    models = [(wc, lay, fold) for wc, lay in GRID for fold in range(FOLDS)]
+    for roi in ROIS:
+        scores = evaluate_grid_models(store.load("train"), responses[f"sub01/{roi}"][:N_TRAIN], models, folds=FOLDS,
+                                      seed=SEED, device="cpu", solver="kernel")["score"]  # fmt: skip
+        means = {point: float(np.mean(scores[k * FOLDS : (k + 1) * FOLDS])) for k, point in enumerate(GRID)}
+        chosen[roi] = select_best(means)
+    out["tune_s"] = time.perf_counter() - start
+    pccs = []
+    for s in range(args.subjects):
+        for roi in ROIS:
+            Y = responses[f"sub{s + 1:02d}/{roi}"]
+            X_train, X_test = store.load("train"), store.load("test")
+            model = LayerWeightedEncoder(solver="kernel", device="cpu", random_state=s).fit(X_train, Y[:N_TRAIN])
+            pccs.append(float(model.score_voxels(X_test, Y[N_TRAIN:]).mean()))
+            model.predict(X_test)
+            model.layer_contributions(X_test, Y[N_TRAIN:])
+    out["pipeline_s"] = time.perf_counter() - start
+    out["fit_units"] = args.subjects * len(ROIS)
+    out["pcc"] = float(np.mean(pccs))
+    return out
+
+
+def _work_himalaya(folder: Path, args: argparse.Namespace) -> dict:
+    from himalaya.backend import set_backend
+    from himalaya.kernel_ridge import MultipleKernelRidgeCV
+
+    from lwroi.encoding import stack_layer_features
+    from lwroi.encoding._kernel import DEFAULT_ALPHAS
+    from lwroi.encoding.metrics import pearson_r_columns
+
+    set_backend("torch")
+    store, responses = load_data(folder)
+    X_train, X_test = store.load("train"), store.load("test")
+    features, layer_of_feature, _ = stack_layer_features([np.vstack(p) for p in zip(X_train, X_test, strict=True)],
+                                                         "balanced")  # fmt: skip
+    blocks = [features[:, layer_of_feature == layer].astype(np.float64) for layer in range(len(LAYERS))]
+    grams = np.stack([b @ b[:N_TRAIN].T for b in blocks])  # (L, n, n_train), computed once, not timed
+    out: dict = {}
+    for roi in args.peer_rois:
+        Y = responses[f"sub01/{roi}"].astype(np.float64)
+        model = MultipleKernelRidgeCV(kernels="precomputed", solver="random_search", fit_intercept=True, cv=5,
+                                      random_state=SEED,
+                                      solver_params={"n_iter": 24, "alphas": np.asarray(DEFAULT_ALPHAS) * N_TRAIN,
+                                                     "progress_bar": False})  # fmt: skip
+        start = time.perf_counter()
+        model.fit(grams[:, :N_TRAIN], Y[:N_TRAIN])
+        pred = np.asarray(model.predict(grams[:, N_TRAIN:]))
+        out[f"fit_s_{roi}"] = time.perf_counter() - start
+        out[f"pcc_{roi}"] = float(pearson_r_columns(Y[N_TRAIN:], pred).mean())
+    return out
+
+
+def _work_extract(folder: Path, args: argparse.Namespace) -> dict:
+    import torch
+
+    from lwroi.data import make_video_frames, write_video
+    from lwroi.features.extract import ALEXNET_LAYERS, LayerFeatureExtractor, extract_video_features, load_model
+    from lwroi.features.video import read_video_frames
+
+    rng = np.random.default_rng(SEED)
+    videos = folder / "videos"
+    videos.mkdir(exist_ok=True)
+    paths = []
+    for i in range(args.videos):
+        fps = int(rng.choice([15, 30]))
+        path = videos / f"{i:04d}.mp4"
+        if not path.exists():
+            write_video(path, make_video_frames(rng, 3 * fps, size=268), fps)
+        paths.append(path)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, _ = load_model("alexnet", weights="random", seed=SEED)
+    extractor = LayerFeatureExtractor(model, dict(ALEXNET_LAYERS), image_size=224, device="cpu")
+    sampling = {"sampling": "count", "count": 16, "stride": 4}
+    batch = 64
+    extract_video_features(paths[:2], extractor, batch_size=batch, **sampling)  # warm-up
+    start = time.perf_counter()
+    extract_video_features(paths, extractor, batch_size=batch, **sampling)
+    extract_s = time.perf_counter() - start
+    frames = np.concatenate([read_video_frames(p, **sampling) for p in paths])
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(255)
+    x = torch.nn.functional.interpolate(x, size=(224, 224), mode="bilinear", antialias=True, align_corners=False)
+    model.eval()
+    with torch.inference_mode():
+        start = time.perf_counter()
+        for k in range(0, len(x), batch):
+            model(x[k : k + batch])
+        forward_s = time.perf_counter() - start
+    return {"frames": len(frames), "extract_fps": len(frames) / extract_s, "forward_fps": len(frames) / forward_s}
+
+
+# ------------------------------------------------------------------------------------ driver
+def run_worker(name: str, folder: Path, args: argparse.Namespace) -> dict:
+    """Run a method in a subprocess with ``--threads`` threads; add its peak RSS and wall time."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    cmd = [sys.executable, __file__, "--worker", name, "--data", str(folder), *args.passthrough]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark worker {name!r} failed:\n{proc.stderr[-4000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["wall_s"] = time.perf_counter() - start
+    print(f"  {name}: done in {result['wall_s']:.1f} s", flush=True)
+    return result
+
+
+def report(results: dict, args: argparse.Namespace, out: Path) -> None:
+    """Rows of (method, measure, value, target, verdict); written as CSV and markdown, printed."""
+    import pandas as pd
+
+    rows = []
+
+    def add(method: str, measure: str, value: float, unit: str, target: str = "", met: bool | None = None) -> None:
+        rows.append({"method": method, "measure": measure, "value": round(float(value), 4), "unit": unit,
+                     "target": target, "met": "" if met is None else ("yes" if met else "NO")})  # fmt: skip
+
+    total_voxels = sum(sum(v[: args.subjects]) for v in VOXELS.values())
+    tune_voxels = sum(v[0] for v in VOXELS.values())
+    # voxel-weighted count of model fits: 18 tuning models per sub01 ROI + 1 fit per subject x ROI
+    voxel_models = (len(GRID) * FOLDS * tune_voxels + total_voxels) / VOXELS["V1"][0]
+    for name in ("original", "sgd"):
+        r = results.get(name)
+        if r is None:
+            continue
+        rate = r["model_epochs_per_s"]
+        add(name, "model-epochs per second (V1-sized)", rate, "1/s")
+        projected = voxel_models * args.assume_epochs / rate
+        add(name, f"projected paper pipeline ({args.assume_epochs} epochs/model, scaled by voxels)", projected / 3600,
+            "h")  # fmt: skip
+        add(name, "peak RSS", r["peak_rss_mb"], "MB")
+    if "original" in results and "sgd" in results:
+        speedup = results["sgd"]["model_epochs_per_s"] / results["original"]["model_epochs_per_s"]
+        add("sgd", "speed-up over original (model-epochs/s)", speedup, "x", f">= {TARGETS['sgd_speedup']:g}x",
+            speedup >= TARGETS["sgd_speedup"])  # fmt: skip
+        add("sgd", "speed-up, one model alone", results["sgd"]["model_epochs_per_s_one"]
+            / results["original"]["model_epochs_per_s"], "x")  # fmt: skip
+        add("sgd", f"held-out PCC V1 sub01 (lr 1e-3, <= {args.sgd_fit_epochs} epochs)", results["sgd"]["pcc"], "r")
+    if "kernel" in results:
+        r = results["kernel"]
+        seconds = r["pipeline_s"]
+        add("kernel", f"paper pipeline: tuning 9 ROIs + {r['fit_units']} fits + contributions", seconds, "s",
+            f"<= {TARGETS['kernel_pipeline_s']:g} s", seconds <= TARGETS["kernel_pipeline_s"])  # fmt: skip
+        add("kernel", "  of which tuning (9 ROIs x 3x3 grid x 2 folds)", r["tune_s"], "s")
+        add("kernel", "mean held-out PCC over the fits", r["pcc"], "r")
+        add("kernel", "peak RSS", r["peak_rss_mb"], "MB")
+    if "himalaya" in results and "kernel" in results:
+        for roi in args.peer_rois:
+            k, h = results["kernel"], results["himalaya"]
+            add("kernel", f"fit + search {roi} sub01 ({VOXELS[roi][0]} voxels)", k[f"fit_s_{roi}"], "s",
+                f"< himalaya {h[f'fit_s_{roi}']:.2f} s", k[f"fit_s_{roi}"] < h[f"fit_s_{roi}"])  # fmt: skip
+            add("himalaya", f"fit + predict {roi} sub01", h[f"fit_s_{roi}"], "s")
+            add("kernel", f"held-out PCC {roi} sub01", k[f"pcc_{roi}"], "r",
+                f">= himalaya {h[f'pcc_{roi}']:.3f} - 0.01", k[f"pcc_{roi}"] >= h[f"pcc_{roi}"] - TARGETS["pcc_margin"])  # fmt: skip
+            add("himalaya", f"held-out PCC {roi} sub01", h[f"pcc_{roi}"], "r")
+        add("himalaya", "peak RSS", results["himalaya"]["peak_rss_mb"], "MB")
+    if "extract" in results:
+        r = results["extract"]
+        ratio = r["extract_fps"] / r["forward_fps"]
+        add("extract", f"extraction, frames/s ({r['frames']} frames)", r["extract_fps"], "1/s")
+        add("extract", "bare AlexNet forward, frames/s", r["forward_fps"], "1/s")
+        add("extract", "extraction / bare forward", ratio, "", f">= {TARGETS['extract_ratio']:g}",
+            ratio >= TARGETS["extract_ratio"])  # fmt: skip
+    table = pd.DataFrame(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "bench.csv", index=False)
+    machine = (f"{platform.node()}: {platform.processor() or platform.machine()}, {os.cpu_count()} cores visible, "
+               f"{args.threads} threads per method; load average before/after "
+               f"{results['load_before']} / {os.getloadavg()[0]:.2f}")  # fmt: skip
+    notes = [f"Machine: {machine}.",
+             f"(a) and (b) ran {args.epochs} epochs each and are projected; (c) and (d) ran in full."]  # fmt: skip
+    missed = table[table["met"] == "NO"]
+    for _, row in missed.iterrows():
+        notes.append(f"MISSED: {row['method']} {row['measure'].strip()}: {row['value']} {row['unit']} vs {row['target']}.")
+    markdown = table.to_markdown(index=False) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    (out / "bench.md").write_text(markdown)
+    print(markdown)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("bench_results"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=2, help="epochs timed for (a) and (b)")
+    parser.add_argument("--assume-epochs", type=int, default=100, help="epochs per model in the projections")
+    parser.add_argument("--sgd-fit-epochs", type=int, default=30, help="epoch cap of (b)'s held-out fit")
+    parser.add_argument("--subjects", type=int, default=10)
+    parser.add_argument("--videos", type=int, default=32)
+    parser.add_argument("--peer-rois", nargs="+", default=["V1", "LOC"])
+    parser.add_argument("--methods", nargs="+", default=["original", "sgd", "kernel", "himalaya", "extract"])
+    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        result = worker(args.worker, args.data, args)
+        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(result))
+        return
+    args.passthrough = [f"--threads={args.threads}", f"--epochs={args.epochs}", f"--subjects={args.subjects}",
+                        f"--videos={args.videos}", f"--sgd-fit-epochs={args.sgd_fit_epochs}", "--peer-rois",
+                        *args.peer_rois]  # fmt: skip
+    results: dict = {"load_before": f"{os.getloadavg()[0]:.2f}"}
+    with tempfile.TemporaryDirectory(prefix="lwroi-bench-") as tmp:
+        folder = Path(tmp)
+        print(f"writing synthetic data to {folder} ...", flush=True)
+        make_data(folder, args.subjects)
+        for name in args.methods:
+            results[name] = run_worker(name, folder, args)
+    report(results, args, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,249 @@
+"""The cluster path for real: the image built from containers/lwroi.def, the job chain submitted to Slurm.
+
+Each scenario submits the demo config with ``lwroi submit`` as an array of 2 tasks × 2 MPI ranks
+(``srun --mpi=pmi2 apptainer exec``) and checks the reduce job's summary against the plain-process
+reference run. Needs a running Slurm and apptainer (``scripts/testcluster.sh up``, as root): without
+them these tests fail, they never skip. Every wait is bounded; jobs left behind are cancelled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from lwroi.orchestration.slurm import TaskState, parse_task_states
+from tests.conftest import DEMO_CONFIG, REPO, run_lwroi
+from tests.orchestration.test_mpi import assert_tables_equal, done_events
+
+pytestmark = [pytest.mark.slurm, pytest.mark.container, pytest.mark.slow, pytest.mark.timeout(2400)]
+
+BUILD_SECONDS = 1800
+CHAIN_SECONDS = 900
+ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL",
+         "DEADLINE"}
+# The CI build of containers/README.md: the machine's own wheels and CA bundle (egress proxy).
+CI_WHEELHOUSES = ("/opt/pypi-more/files", "/opt/pypi/files")
+CI_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+TEST_SITE = """\
+# The test node: one 2-core node, no GPU.
+LWROI_SHARDS=2
+LWROI_RANKS_PER_TASK=2
+LWROI_GPUS_PER_RANK=0
+LWROI_CPUS_PER_RANK=1
+LWROI_TIME_EXTRACT=00:20:00
+LWROI_TIME_FIT=00:20:00
+LWROI_TIME_REDUCE=00:05:00
+LWROI_SIGNAL_SECONDS=120
+LWROI_MAX_REQUEUES=1
+LWROI_APPTAINER_FLAGS=--nv
+"""
+
+
+def _wait_until(predicate: Callable[[], object], timeout: float, what: str, poll: float = 1.0) -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{_queue()}")
+        time.sleep(poll)
+
+
+def _queue() -> str:
+    return subprocess.run(["squeue"], capture_output=True, text=True).stdout
+
+
+def _check_command(argv: list[str], what: str) -> None:
+    if shutil.which(argv[0]) is None or subprocess.run(argv, capture_output=True).returncode != 0:
+        pytest.fail(f"{what} is not available (`{' '.join(argv)}` fails): run `scripts/testcluster.sh up` as root "
+                    "(scripts/test.sh does)")
+
+
+@pytest.fixture(scope="session")
+def lwroi_image() -> Iterator[Path]:
+    """The image, built once per session from containers/lwroi.def with CI's build arguments, in /tmp.
+
+    ``LWROI_TEST_IMAGE=PATH`` uses a prebuilt image instead (developers iterating on these tests;
+    CI always builds). A failed build fails the tests.
+    """
+    _check_command(["apptainer", "--version"], "apptainer")
+    if os.environ.get("LWROI_TEST_IMAGE"):
+        yield Path(os.environ["LWROI_TEST_IMAGE"])
+        return
+    work = Path(tempfile.mkdtemp(prefix="lwroi-image-", dir="/tmp"))
+    try:
+        lines = [f"EXTRA_CA_BUNDLE={CI_CA_BUNDLE}" if Path(CI_CA_BUNDLE).is_file() else "EXTRA_CA_BUNDLE="]
+        lines.append("WHEELHOUSE=" + " ".join(p for p in CI_WHEELHOUSES if Path(p).is_dir()))
+        (work / "build.args").write_text("\n".join(lines) + "\n")
+        image, log = work / "lwroi.sif", work / "build.log"
+        env = {**os.environ, "APPTAINER_CACHEDIR": str(work / "cache"), "APPTAINER_TMPDIR": str(work)}
+        t0 = time.monotonic()
+        with log.open("w") as out:
+            proc = subprocess.run(
+                ["apptainer", "build", "--force", "--mksquashfs-args", "-comp zstd -Xcompression-level 3",
+                 "--build-arg-file", str(work / "build.args"), str(image), "containers/lwroi.def"],
+                cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env, timeout=BUILD_SECONDS)
+        if proc.returncode != 0:
+            pytest.fail(f"apptainer build failed (exit {proc.returncode}); end of {log}:\n{log.read_text()[-6000:]}")
+        print(f"built {image} in {time.monotonic() - t0:.0f}s")
+        yield image
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def cluster_site(tmp_path_factory) -> Path:
+    """A site folder as a site would make it: a copy of slurm/ (under a name with a space) with the test node's knobs."""
+    _check_command(["scontrol", "ping"], "Slurm")
+    folder = tmp_path_factory.mktemp("site") / "test site"
+    folder.mkdir()
+    for script in REPO.glob("slurm/*.sbatch"):
+        shutil.copy2(script, folder)
+    (folder / "site.env").write_text(TEST_SITE)
+    return folder / "site.env"
+
+
+class Jobs:
+    """The jobs a test submitted: their states from scontrol, their logs; cancelled at teardown."""
+
+    def __init__(self, workspace: Path, site: Path, image: Path) -> None:
+        self.workspace, self.site, self.image = workspace, site, image
+        self.ids: list[str] = []
+
+    def submit(self, out: str, *extra: str) -> dict[str, str]:
+        proc = run_lwroi("submit", str(DEMO_CONFIG), "--site", str(self.site), "--image", str(self.image),
+                         "--set", f"run.output_dir={out}", *extra, cwd=self.workspace, timeout=120)
+        ids = dict(re.findall(r"^\s+(extract|array|reduce)\s+(\d+)\s", proc.stdout, re.MULTILINE))
+        assert {"array", "reduce"} <= set(ids), proc.stdout
+        self.ids += ids.values()
+        return ids
+
+    @staticmethod
+    def show(job: str) -> str:
+        return subprocess.run(["scontrol", "show", "job", "--oneliner", job], capture_output=True, text=True).stdout
+
+    def state(self, job: str) -> tuple[str, str]:
+        """(JobState, ExitCode) of a job that is not an array."""
+        text = self.show(job)
+        found = dict(re.findall(r"(?:^|\s)(JobState|ExitCode)=(\S*)", text))
+        return found.get("JobState", "?"), found.get("ExitCode", "?")
+
+    def tasks(self, array_job: str) -> dict[str, TaskState]:
+        return {s.task: s for s in parse_task_states(self.show(array_job))}
+
+    def wait_ended(self, job: str, timeout: float = CHAIN_SECONDS) -> tuple[str, str]:
+        return _wait_until(lambda: (s := self.state(job))[0] in ENDED and s, timeout, f"job {job} to end")
+
+    def cancel_all(self) -> None:
+        if self.ids:
+            subprocess.run(["scancel", *self.ids], capture_output=True)
+
+
+@pytest.fixture
+def jobs(demo_workspace, reference_run, cluster_site, lwroi_image) -> Iterator[Jobs]:
+    submitted = Jobs(demo_workspace, cluster_site, lwroi_image)
+    yield submitted
+    submitted.cancel_all()
+
+
+def task_log(run: Path, array_job: str, task: int | str) -> str:
+    path = run / "slurm" / f"lwroi-fit-{array_job}_{task}.out"
+    return path.read_text() if path.exists() else ""
+
+
+def reduce_log(run: Path, job: str) -> str:
+    return (run / "slurm" / f"lwroi-reduce-{job}.out").read_text()
+
+
+def busy_task(run: Path, array_job: str, n_tasks: int) -> int | None:
+    """An array task that has finished a unit and still has at least 10 to go (so a signal lands midway)."""
+    for task in range(n_tasks):
+        text = task_log(run, array_job, task)
+        todo = re.search(r"\[rank 0\] INFO (\d+) of \d+ units to compute", text)
+        done = len(re.findall(r"INFO done (?:tune|select|fit)/", text))
+        if todo and done >= 1 and int(todo.group(1)) - done >= 10:
+            return task
+    return None
+
+
+def journal_events(run: Path) -> Counter:
+    return Counter(json.loads(line)["event"] for p in (run / "journal").glob("*.jsonl")
+                   for line in p.read_text().splitlines())
+
+
+def test_submitted_chain_reduces_to_the_plain_process_summary(jobs, reference_run):
+    out = "runs/slurm-chain"
+    run = jobs.workspace / out
+    ids = jobs.submit(out)
+    assert "extract" in ids  # a new run directory: the extract job comes first (and reuses the feature store)
+
+    assert jobs.wait_ended(ids["reduce"]) == ("COMPLETED", "0:0"), reduce_log(run, ids["reduce"])
+    assert_tables_equal(run, reference_run)
+    tasks = jobs.tasks(ids["array"])
+    assert sorted(tasks) == ["0", "1"]
+    assert all(t.state == "COMPLETED" for t in tasks.values()), tasks
+    for task in tasks:  # each task ran its own shard with 2 real MPI ranks inside the container
+        text = task_log(run, ids["array"], task)
+        assert f"shard {task}/2:" in text and "[rank 1]" in text and f"array={ids['array']}_{task}" in text
+    assert max(done_events(run).values()) == 1
+    assert "2 of 2 array task record(s) COMPLETED" in reduce_log(run, ids["reduce"])
+
+
+def test_cancelled_task_resubmitted_resumes_and_recomputes_nothing_finished(jobs, reference_run):
+    out = "runs/slurm-cancel"
+    run = jobs.workspace / out
+    ids = jobs.submit(out)
+    task = _wait_until(lambda: busy_task(run, ids["array"], 2), CHAIN_SECONDS, "a task midway through its shard",
+                       poll=0.5)
+    subprocess.run(["scancel", f"{ids['array']}_{task}"], check=True)
+
+    # the first chain's reduce job runs after the cancelled task and says what is missing
+    assert jobs.wait_ended(ids["reduce"]) == ("FAILED", "3:0")
+    log = reduce_log(run, ids["reduce"])
+    assert re.search(rf"array task {task} \(job \d+\): CANCELLED", log), log
+    assert "missing: " in log
+    assert "received SIGTERM" in task_log(run, ids["array"], task)  # through srun and apptainer to the ranks
+    finished_before = set(done_events(run))
+    records_before = {p: p.stat().st_mtime_ns for p in (run / "units").rglob("*.json")}
+    assert finished_before and not (run / "summary.csv").exists()
+
+    again = jobs.submit(out, "--tasks", str(task))
+    assert "extract" not in again  # the feature store of this run is done
+    assert jobs.wait_ended(again["reduce"]) == ("COMPLETED", "0:0"), reduce_log(run, again["reduce"])
+    assert_tables_equal(run, reference_run)
+    counts = done_events(run)
+    assert max(counts.values()) == 1, [k for k, v in counts.items() if v > 1]
+    for path, mtime in records_before.items():
+        assert path.stat().st_mtime_ns == mtime, f"{path} was rewritten"
+
+
+def test_usr1_before_the_time_limit_checkpoints_requeues_and_finishes(jobs, reference_run):
+    out = "runs/slurm-usr1"
+    run = jobs.workspace / out
+    ids = jobs.submit(out)
+    task = _wait_until(lambda: busy_task(run, ids["array"], 2), CHAIN_SECONDS, "a task midway through its shard",
+                       poll=0.5)
+    # what --signal=B:USR1@N does shortly before the time limit, sent now: to the batch shell only
+    subprocess.run(["scancel", "--signal=USR1", "--batch", f"{ids['array']}_{task}"], check=True)
+
+    assert jobs.wait_ended(ids["reduce"]) == ("COMPLETED", "0:0"), reduce_log(run, ids["reduce"])
+    assert_tables_equal(run, reference_run)
+    state = jobs.tasks(ids["array"])[str(task)]
+    assert (state.state, state.restarts) == ("COMPLETED", 1)
+    log = task_log(run, ids["array"], task)
+    assert "got SIGUSR1" in log and f"requeueing {ids['array']}_{task}" in log
+    assert "restart 1 of at most 1" in log  # SLURM_RESTART_COUNT=1 in the requeued run
+    events = journal_events(run)
+    assert events["interrupted"] >= 1, events  # ranks stopped at an epoch's end, after checkpointing
+    assert max(done_events(run).values()) == 1
