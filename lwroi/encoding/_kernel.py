@@ -177,9 +177,10 @@ def voxel_batch_size(n_train: int, n_features: int, n_alphas: int, itemsize: int
     return max(1, budget_bytes // per_voxel)
 
 
-def clear_kernel_cache() -> None:
-    """Forget every cached Gram matrix and eigendecomposition (they are otherwise kept for reuse)."""
-    _GRAMS.clear()
+def clear_kernel_cache(*, grams: bool = True) -> None:
+    """Forget the cached eigendecompositions, and the Gram matrices unless ``grams=False``."""
+    if grams:
+        _GRAMS.clear()
     _DECOMPOSITIONS.clear()
 
 
