@@ -43,7 +43,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lwroi", description=__doc__.split("\n")[0] + "\n\n" + __doc__,
+    parser = argparse.ArgumentParser(prog="lwroi", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"lwroi {__version__}")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "runs `lwroi fit --shard i/N` with MPI ranks, and `lwroi summarize` after every "
                                       "task; print the job IDs. Submitting again resumes the run. Site settings "
                                       "(partition, account, times, GPUs, image, binds) come from --site.")
-    subm.add_argument("config", type=Path, help="YAML config; relative paths in it resolve against this directory")
+    subm.add_argument("config", type=Path,
+                      help="YAML config; its relative paths resolve against the current directory (where jobs start)")
     subm.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                       help="override one config key in every job (repeatable)")
     subm.add_argument("--shards", type=int, metavar="N", help="array tasks, one shard of the plan each "
@@ -152,10 +153,10 @@ def _summarize(run_dir: Path, array_states: TextIO | None = None) -> int:
 
     if array_states is not None:
         states = parse_task_states(array_states.read())
-        unfinished = describe_unfinished_tasks(states)
-        for line in unfinished:
+        for line in describe_unfinished_tasks(states):
             print(line, file=sys.stderr)
-        print(f"lwroi summarize: {len(states) - len(unfinished)} of {len(states)} array task record(s) COMPLETED",
+        completed = sum(s.n_tasks for s in states if s.state == "COMPLETED")
+        print(f"lwroi summarize: {completed} of {sum(s.n_tasks for s in states)} array task(s) COMPLETED",
               file=sys.stderr)
     _, store, units = _plan_of(run_dir)
     reduction = reduce_run(store, units)
@@ -179,14 +180,15 @@ def _submit(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     site = read_site(args.site, os.environ)
-    shards = args.shards or site.shards
-    image = args.image or Path(site.image)
-    if not str(image):
-        print("lwroi submit: error: no image: set LWROI_IMAGE in the site file or pass --image", file=sys.stderr)
+    shards = site.shards if args.shards is None else args.shards
+    ranks = site.ranks_per_task if args.ranks_per_task is None else args.ranks_per_task
+    if not (args.image or site.image):
+        print(f"lwroi submit: error: no image: set LWROI_IMAGE in {args.site} or pass --image", file=sys.stderr)
         return 2
+    image = args.image or Path(site.image)
     workdir = Path.cwd()
     chain = build_chain(cfg, site, config_path=args.config, overrides=args.overrides, workdir=workdir, image=image,
-                        shards=shards, ranks_per_task=args.ranks_per_task or site.ranks_per_task,
+                        shards=shards, ranks_per_task=ranks,
                         tasks=parse_tasks(args.tasks, shards) if args.tasks else None,
                         extract=not features_done(cfg, workdir))
     if args.dry_run:

@@ -125,7 +125,8 @@ class EncodingConfig:
     seed: int = 0
 
     _constraints: ClassVar[dict[str, Callable[[Any], str | None]]] = {
-        "solver": lambda v: _check(v in ("sgd", "kernel"), "must be one of: sgd, kernel"),
+        "solver": lambda v: _check(v == "sgd", "must be sgd (the kernel solver is in the Python API, "
+                                              "LayerWeightedEncoder(solver='kernel'), not yet in the pipeline)"),
         "wc": lambda v: _check(len(v) > 0 and all(x >= 0 for x in v), "must be a non-empty list of values >= 0"),
         "lay": lambda v: _check(len(v) > 0 and all(x >= 0 for x in v), "must be a non-empty list of values >= 0"),
         "folds": lambda v: _check(v >= 2, "must be >= 2"),
@@ -161,7 +162,8 @@ class RunConfig:
         "extract_shards": lambda v: _check(v >= 1, "must be >= 1"),
         "checkpoint_every": lambda v: _check(v >= 1, "must be >= 1"),
         "threads": lambda v: _check(v >= 0, "must be >= 0"),
-        "device": lambda v: _check(v in ("auto", "cpu", "cuda") or v.startswith("cuda:"), "must be auto, cpu or cuda[:N]"),
+        "device": lambda v: _check(v in ("auto", "cpu", "cuda") or v.startswith("cuda:"),
+                                   "must be auto, cpu or cuda[:N]"),
     }
 
 

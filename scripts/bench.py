@@ -84,18 +84,17 @@ def make_data(folder: Path, n_subjects: int) -> None:
     for name, dim, latent in zip(LAYERS, DIMS, latents, strict=True):
         block = (latent @ rng.standard_normal((k, dim)) / np.sqrt(k) + rng.standard_normal((n, dim))).astype(np.float32)
         arrays["train"][name], arrays["test"][name] = block[:N_TRAIN], block[N_TRAIN:]
-    write_feature_store(folder / "store", arrays, {"synthetic": True, "rows": {"train": list(range(N_TRAIN)),
-                                                                                "test": list(range(N_TRAIN, n))}})  # fmt: skip
+    rows = {"train": list(range(N_TRAIN)), "test": list(range(N_TRAIN, n))}
+    write_feature_store(folder / "store", arrays, {"synthetic": True, "rows": rows})
     profiles = planted_layer_profiles(list(ROIS), len(LAYERS))
     responses = {}
     for s in range(n_subjects):
         for roi in ROIS:
             V = VOXELS[roi][s]
-            signal = sum(
-                np.sqrt(p) * lat @ rng.standard_normal((k, V)) for p, lat in zip(profiles[roi], latents, strict=True)
-            )
-            signal /= signal.std(0)
-            responses[f"sub{s + 1:02d}/{roi}"] = (signal + rng.uniform(1.5, 4.0, V) * rng.standard_normal((n, V))).astype(np.float32)  # fmt: skip
+            mix = zip(profiles[roi], latents, strict=True)
+            signal = sum(np.sqrt(p) * latent @ rng.standard_normal((k, V)) for p, latent in mix)
+            noise = rng.uniform(1.5, 4.0, V) * rng.standard_normal((n, V))
+            responses[f"sub{s + 1:02d}/{roi}"] = (signal / signal.std(0) + noise).astype(np.float32)
     np.savez(folder / "responses.npz", **responses)
 
 
@@ -212,7 +211,7 @@ def _work_sgd(folder: Path, args: argparse.Namespace) -> dict:
 
 
 def _work_kernel(folder: Path, args: argparse.Namespace) -> dict:
-    from lwroi.encoding import LayerWeightedEncoder, evaluate_grid_models, select_best
+    from lwroi.encoding import LayerWeightedEncoder, evaluate_grid_models
     from lwroi.encoding._kernel import clear_kernel_cache
 
     store, responses = load_data(folder)
@@ -233,15 +232,17 @@ def _work_kernel(folder: Path, args: argparse.Namespace) -> dict:
         out[f"pcc_{roi}"] = model.score(X_test, Y[N_TRAIN:])
     # The paper's pipeline from the feature store: features are reloaded for every unit, as the
     # orchestration does, so the Gram matrices are found again by content.
+    # The wc/lay grid does not apply to the kernel solver (its own search runs inside each fold),
+    # so tuning is one model per fold: 9 ROIs x 2 folds.
     start = time.perf_counter()
-    chosen = {}
-    models = [(wc, lay, fold) for wc, lay in GRID for fold in range(FOLDS)]
+    models = [(1.0, 1.0, fold) for fold in range(FOLDS)]
+    tune_scores = []
     for roi in ROIS:
-        scores = evaluate_grid_models(store.load("train"), responses[f"sub01/{roi}"][:N_TRAIN], models, folds=FOLDS,
-                                      seed=SEED, device="cpu", solver="kernel")["score"]  # fmt: skip
-        means = {point: float(np.mean(scores[k * FOLDS : (k + 1) * FOLDS])) for k, point in enumerate(GRID)}
-        chosen[roi] = select_best(means)
+        result = evaluate_grid_models(store.load("train"), responses[f"sub01/{roi}"][:N_TRAIN], models, folds=FOLDS,
+                                      seed=SEED, device="cpu", solver="kernel")  # fmt: skip
+        tune_scores.append(float(result["score"].mean()))
     out["tune_s"] = time.perf_counter() - start
+    out["tune_cv_pcc"] = float(np.mean(tune_scores))
     pccs = []
     for s in range(args.subjects):
         for roi in ROIS:
@@ -271,10 +272,11 @@ def _work_himalaya(folder: Path, args: argparse.Namespace) -> dict:
     features, layer_of_feature, _ = stack_layer_features([np.vstack(p) for p in zip(X_train, X_test, strict=True)],
                                                          "balanced")  # fmt: skip
     blocks = [features[:, layer_of_feature == layer].astype(np.float64) for layer in range(len(LAYERS))]
-    grams = np.stack([b @ b[:N_TRAIN].T for b in blocks])  # (L, n, n_train), computed once, not timed
+    # (L, n, n_train), computed once and not timed; float32 like lwroi's search
+    grams = np.stack([b @ b[:N_TRAIN].T for b in blocks]).astype(np.float32)
     out: dict = {}
     for roi in args.peer_rois:
-        Y = responses[f"sub01/{roi}"].astype(np.float64)
+        Y = responses[f"sub01/{roi}"]
         model = MultipleKernelRidgeCV(kernels="precomputed", solver="random_search", fit_intercept=True, cv=5,
                                       random_state=SEED,
                                       solver_params={"n_iter": 24, "alphas": np.asarray(DEFAULT_ALPHAS),
@@ -379,7 +381,7 @@ def report(results: dict, args: argparse.Namespace, out: Path) -> None:
         seconds = r["pipeline_s"]
         add("kernel", f"paper pipeline: tuning 9 ROIs + {r['fit_units']} fits + contributions", seconds, "s",
             f"<= {TARGETS['kernel_pipeline_s']:g} s", seconds <= TARGETS["kernel_pipeline_s"])  # fmt: skip
-        add("kernel", "  of which tuning (9 ROIs x 3x3 grid x 2 folds)", r["tune_s"], "s")
+        add("kernel", "  of which tuning (9 ROIs x 2 folds; the wc/lay grid does not apply)", r["tune_s"], "s")
         add("kernel", "mean held-out PCC over the fits", r["pcc"], "r")
         add("kernel", "peak RSS", r["peak_rss_mb"], "MB")
     if "himalaya" in results and "kernel" in results:
@@ -388,8 +390,9 @@ def report(results: dict, args: argparse.Namespace, out: Path) -> None:
             add("kernel", f"fit + search {roi} sub01 ({VOXELS[roi][0]} voxels)", k[f"fit_s_{roi}"], "s",
                 f"< himalaya {h[f'fit_s_{roi}']:.2f} s", k[f"fit_s_{roi}"] < h[f"fit_s_{roi}"])  # fmt: skip
             add("himalaya", f"fit + predict {roi} sub01", h[f"fit_s_{roi}"], "s")
-            add("kernel", f"held-out PCC {roi} sub01", k[f"pcc_{roi}"], "r",
-                f">= himalaya {h[f'pcc_{roi}']:.3f} - 0.01", k[f"pcc_{roi}"] >= h[f"pcc_{roi}"] - TARGETS["pcc_margin"])  # fmt: skip
+            close = k[f"pcc_{roi}"] >= h[f"pcc_{roi}"] - TARGETS["pcc_margin"]
+            target = f">= himalaya {h[f'pcc_{roi}']:.3f} - 0.01"
+            add("kernel", f"held-out PCC {roi} sub01", k[f"pcc_{roi}"], "r", target, close)
             add("himalaya", f"held-out PCC {roi} sub01", h[f"pcc_{roi}"], "r")
         add("himalaya", "peak RSS", results["himalaya"]["peak_rss_mb"], "MB")
     if "extract" in results:

@@ -42,10 +42,12 @@ _DESIGN_SEED = 20220101
 _GAMMA_FLOOR = 1e-12
 _FIRST_STEP = 1.0
 """Largest change of a layer's log-weight in the first local step (then x1.5 on success, x0.4 on failure)."""
-_MAX_GRAMS = 4
-"""Feature matrices whose Gram matrices stay cached (each L n^2 float64 values: 52 MB at n=900, L=8)."""
+_MAX_GRAMS = 2
+"""Feature matrices (and training sets) whose Gram matrices (and centred training blocks) stay cached;
+each is L n^2 float64 values, 52 MB at n=900, L=8."""
 
 _GRAMS: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+_CENTRED: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
 _DECOMPOSITIONS: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
 
 
@@ -60,7 +62,8 @@ def solve_kernel(
     lay: Sequence[float] | None = None,
     alphas: Sequence[float] = DEFAULT_ALPHAS,
     search_steps: int = 16,
-    refine_steps: int = 8,
+    refine_steps: int = 6,
+    search_voxels: int = 1000,
     memory_budget_mb: float = 1024.0,
     seed: SeedLike = 0,
     state: dict | None = None,
@@ -105,6 +108,10 @@ def solve_kernel(
         Candidates of the fixed design (the uniform weighting first, then Dirichlet draws).
     refine_steps : int
         Gradient steps from the best design candidate (0: the design only).
+    search_voxels : int
+        J is averaged over at most this many voxels (evenly spread over the ROI's columns): the
+        weighting is shared by the ROI, so a whole-brain search need not score every voxel.
+        Every voxel's alpha and coefficients are fitted at the chosen weighting.
     memory_budget_mb : float
         Working memory of the solve beyond its inputs, the Gram matrices and its outputs: half
         bounds the cache of eigendecompositions, half the voxel batches (whose size follows
@@ -125,7 +132,7 @@ def solve_kernel(
     """
     G = len(train_idx)
     alphas_t = _check_inputs(X, layer_of_feature, Y, train_idx, val_idx, alphas, search_steps, refine_steps,
-                             memory_budget_mb)  # fmt: skip
+                             search_voxels, memory_budget_mb)  # fmt: skip
     n_layers = int(layer_of_feature.max()) + 1
     gram_key = _content_key(X, layer_of_feature)
     grams = _layer_grams(X, layer_of_feature, n_layers, gram_key)
@@ -150,8 +157,8 @@ def solve_kernel(
         val = np.asarray(val_idx[g], dtype=np.int64)
         key = (train.tobytes(), val.tobytes())
         if key not in solved:
-            problem = _Problem(X, layer_of_feature, Y, grams, train, (gram_key, hashlib.sha1(train.tobytes()).digest()),
-                               alphas_t, budget)  # fmt: skip
+            key = (gram_key, hashlib.sha1(train.tobytes()).digest())
+            problem = _Problem(X, layer_of_feature, Y, grams, train, key, alphas_t, budget, search_voxels)
             solved[key] = problem.solve(design, refine_steps, val, step_done)
         results.append(solved[key])
     return SGDResult(
@@ -181,11 +188,12 @@ def clear_kernel_cache(*, grams: bool = True) -> None:
     """Forget the cached eigendecompositions, and the Gram matrices unless ``grams=False``."""
     if grams:
         _GRAMS.clear()
+        _CENTRED.clear()
     _DECOMPOSITIONS.clear()
 
 
 class _Problem:
-    """One training set of one solve: its centred layer kernels and centred responses."""
+    """One training set of one solve: its centred layer kernels, centred responses and search."""
 
     def __init__(
         self,
@@ -197,70 +205,82 @@ class _Problem:
         key: tuple,
         alphas: torch.Tensor,
         budget: int,
+        search_voxels: int,
     ) -> None:
         self.X, self.Y, self.lof = X, Y, layer_of_feature
-        self.device = X.device
+        self.device, self.dtype = X.device, X.dtype
         self.key = key
         self.train = torch.from_numpy(train).to(self.device)
         self.n = n = len(train)
         self.alphas = alphas
-        rows = self.train
-        self.centred = _centre(grams.index_select(1, rows).index_select(2, rows))
-        self.traces = torch.diagonal(self.centred, dim1=1, dim2=2).sum(1)
-        Y_train = Y.index_select(0, rows).to(torch.float64)
+        self.centred, self.traces = _centred_grams(grams, self.train, key)
+        Y_train = Y.index_select(0, self.train).to(torch.float64)
         self.y_mean = Y_train.mean(0)
-        self.Yc = Y_train - self.y_mean
-        var = self.Yc.square().sum(0) / (n - 1)
-        self.var = var
-        self.constant = var <= 0
+        Yc = Y_train - self.y_mean
+        # The search scores an evenly spread subset of a large ROI's voxels: the weighting is
+        # shared by the ROI, and its cost then stops growing with the voxel count.
+        V = Yc.shape[1]
+        subset = torch.from_numpy(np.unique(np.linspace(0, V - 1, min(V, search_voxels)).round().astype(np.int64)))
+        self.Yc = Yc.to(self.dtype)
+        self.var = Yc.square().sum(0) / (n - 1)
+        self.search = subset.to(self.device)
+        self.Ys, self.var_s = self.Yc.index_select(1, self.search), self.var.index_select(0, self.search)
         self.cache_bytes = budget // 2
         self.batch = voxel_batch_size(n, X.shape[1], len(alphas), X.element_size(), budget // 2)
 
     def decompose(self, gamma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Eigenvalues (clipped at 0) and eigenvectors of the centred ``sum_l gamma_l K_l``, cached."""
+        """Eigenvalues (as float64, clipped at 0) and eigenvectors of the centred kernel; cached.
+
+        The kernel is summed in float64 and decomposed in X's dtype: float32 is 2-3x faster and
+        ample for ridge strengths from 1e-3 of the mean eigenvalue up (the GCV shrinkage
+        ``alpha / (lambda + alpha)`` barely moves with rounding of lambda); float64 input stays
+        float64 throughout.
+        """
         key = (*self.key, gamma.cpu().numpy().tobytes())
         hit = _DECOMPOSITIONS.get(key)
         if hit is not None:
             _DECOMPOSITIONS.move_to_end(key)
             return hit
-        kernel = torch.tensordot(gamma, self.centred, dims=1)
-        eigvals, eigvecs = torch.linalg.eigh(kernel)
-        entry = (eigvals.clamp_min(0.0), eigvecs)
+        eigvals, eigvecs = torch.linalg.eigh(torch.tensordot(gamma, self.centred, dims=1).to(self.dtype))
+        entry = (eigvals.to(torch.float64).clamp_min(0.0), eigvecs)
         _DECOMPOSITIONS[key] = entry
-        size = eigvecs.numel() * eigvecs.element_size()
+        size = entry[1].numel() * entry[1].element_size()
         while _DECOMPOSITIONS and len(_DECOMPOSITIONS) * size > self.cache_bytes:
             _DECOMPOSITIONS.popitem(last=False)
         return entry
 
-    def gcv_r2(self, gamma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Best GCV R^2 of each voxel over the alphas, its alpha index, and the decomposition used."""
-        eigvals, eigvecs = self.decompose(gamma)
-        n = self.n
-        alpha = self.alphas * (eigvals.sum() / (n - 1))
+    def gcv_table(self, eigvals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Absolute alphas, squared residual shrinkage (n_alphas, n) and ``n - 1 - tr H`` per alpha."""
+        alpha = self.alphas * (eigvals.sum() / (self.n - 1))
         shrink = alpha[:, None] / (eigvals[None, :] + alpha[:, None])
-        dof = (eigvals[None, :] / (eigvals[None, :] + alpha[:, None])).sum(1)
-        denominator = (n - 1 - dof).clamp_min(1e-12).square()
-        shrink2 = shrink.square()
-        V = self.Yc.shape[1]
-        best = torch.empty(V, dtype=torch.float64, device=self.device)
-        index = torch.empty(V, dtype=torch.int64, device=self.device)
-        for start in range(0, V, self.batch):
-            part = slice(start, start + self.batch)
-            z = eigvecs.T @ self.Yc[:, part]
-            rss = shrink2 @ z.square_()
-            r2 = 1.0 - n * rss / denominator[:, None] / self.var[part].clamp_min(1e-300)
-            best[part], index[part] = r2.max(0)
-        best = torch.where(self.constant, torch.zeros_like(best), best)
-        return best, index, eigvals, eigvecs
+        return alpha, shrink.square(), shrink.sum(1) - 1.0
+
+    def gcv_r2(self, z: torch.Tensor, var: torch.Tensor, table: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+        """Best GCV R^2 over the alphas and its index, per voxel, from eigenbasis coordinates z."""
+        _, shrink2, dof_free = table
+        rss = shrink2 @ z.to(torch.float64).square()
+        r2 = 1.0 - self.n * rss / dof_free.square()[:, None] / var.clamp_min(1e-300)
+        best, index = r2.max(0)
+        return torch.where(var > 0, best, torch.zeros_like(best)), index
+
+    def objective(self, gamma: torch.Tensor) -> tuple[float, torch.Tensor]:
+        """J(gamma) over the search voxels, and each search voxel's best alpha index."""
+        eigvals, eigvecs = self.decompose(gamma)
+        table = self.gcv_table(eigvals)
+        parts = [
+            self.gcv_r2(eigvecs.T @ self.Ys[:, k : k + self.batch], self.var_s[k : k + self.batch], table)
+            for k in range(0, self.Ys.shape[1], self.batch)
+        ]
+        r2, index = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        return float(r2.mean()), index
 
     def solve(self, design: np.ndarray, refine_steps: int, val: np.ndarray, step_done: Callable[[], None]) -> dict:
-        """Search gamma (design, then local steps), refit at the best, score the validation rows."""
+        """Search gamma (design, then gradient steps), refit at the best, score the validation rows."""
         scores: list[float] = []
         best = {"score": -math.inf, "step": 0}
 
         def evaluate(gamma: torch.Tensor) -> bool:
-            r2, alpha_index, _, _ = self.gcv_r2(gamma)
-            score = float(r2.mean())
+            score, alpha_index = self.objective(gamma)
             scores.append(score)
             step_done()
             if score > best["score"]:
@@ -281,7 +301,7 @@ class _Problem:
             else:
                 step *= 0.4
         gamma = best["gamma"]
-        coef, intercept = self._refit(gamma, best["alpha_index"])
+        coef, intercept = self._refit(gamma)
         return {
             "layer_weights": gamma.sqrt().cpu().numpy(),
             "coef": coef,
@@ -303,40 +323,43 @@ class _Problem:
         L times that. The absolute alpha scales with the mean eigenvalue, which is linear in gamma.
         """
         eigvals, eigvecs = self.decompose(gamma)
-        n, V = self.n, self.Yc.shape[1]
+        n, V = self.n, self.Ys.shape[1]
+        alpha_all, _, dof_free = self.gcv_table(eigvals)
         mean_eig = eigvals.sum() / (n - 1)
-        alpha_all = self.alphas * mean_eig
         inv = 1.0 / (eigvals[None, :] + alpha_all[:, None])  # (A, n)
-        dof_free = (alpha_all[:, None] * inv).sum(1) - 1.0  # n - 1 - tr H, per alpha
-        inner = torch.zeros((n, n), dtype=torch.float64, device=self.device)
+        inner = torch.zeros((n, n), dtype=self.dtype, device=self.device)
         diagonal = torch.zeros(n, dtype=torch.float64, device=self.device)
         alpha_term = torch.zeros((), dtype=torch.float64, device=self.device)
         for start in range(0, V, self.batch):
             part = slice(start, start + self.batch)
             index = alpha_index[part]
-            alpha, d = alpha_all[index], dof_free[index]
+            alpha, d, var = alpha_all[index], dof_free[index], self.var_s[part]
             inv_v = inv.index_select(0, index).T  # (n, B)
-            z = eigvecs.T @ self.Yc[:, part]
+            z = (eigvecs.T @ self.Ys[:, part]).to(torch.float64)
             p = z * inv_v
             rss = alpha.square() * p.square().sum(0)
-            weight = (~self.constant[part]).to(torch.float64) / (V * self.var[part].clamp_min(1e-300))
+            weight = (var > 0).to(torch.float64) / (V * var.clamp_min(1e-300))
             c_rss = -n * weight / d.square()
             c_dof = 2.0 * n * weight * rss / d.pow(3)
-            inner += (p * (-2.0 * c_rss * alpha.square())) @ (p * inv_v).T
+            inner += (p * (-2.0 * c_rss * alpha.square())).to(self.dtype) @ (p * inv_v).to(self.dtype).T
             diagonal += inv_v.square() @ (-c_dof * alpha)
             d_rss = 2.0 * alpha * (z.square() * eigvals[:, None] * inv_v.pow(3)).sum(0)
             d_dof = (eigvals[:, None] * inv_v.square()).sum(0)
             alpha_term += (alpha / mean_eig * (c_rss * d_rss + c_dof * d_dof)).sum()
-        inner.diagonal().add_(diagonal)
-        outer = eigvecs @ inner @ eigvecs.T
+        inner.diagonal().add_(diagonal.to(self.dtype))
+        outer = (eigvecs @ inner @ eigvecs.T).to(torch.float64)
         grad_gamma = (self.centred * outer).sum((1, 2)) + alpha_term * self.traces / (n - 1)
         return gamma * (grad_gamma - (gamma * grad_gamma).sum())
 
-    def _refit(self, gamma: torch.Tensor, alpha_index: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """Primal coefficients on X (``gamma_l X_l^T c`` for dual coefficients c) and intercepts."""
+    def _refit(self, gamma: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Each voxel's best alpha at gamma, then primal coefficients on X and intercepts.
+
+        The coefficients of layer l are ``gamma_l (X_l - mean)^T c`` for dual coefficients
+        ``c = (K_gamma + alpha I)^-1 y``.
+        """
         eigvals, eigvecs = self.decompose(gamma)
-        alpha = (self.alphas * (eigvals.sum() / (self.n - 1)))[alpha_index]
-        X, dtype = self.X, self.X.dtype
+        table = self.gcv_table(eigvals)
+        X, dtype = self.X, self.dtype
         in_train = torch.zeros(X.shape[0], dtype=dtype, device=self.device)
         in_train[self.train] = 1.0 / self.n
         x_mean = in_train @ X
@@ -347,9 +370,10 @@ class _Problem:
         for start in range(0, V, self.batch):
             part = slice(start, start + self.batch)
             z = eigvecs.T @ self.Yc[:, part]
-            dual = eigvecs @ (z / (eigvals[:, None] + alpha[None, part]))
-            full = torch.zeros((X.shape[0], dual.shape[1]), dtype=dtype, device=self.device)
-            full[self.train] = dual.to(dtype)
+            _, index = self.gcv_r2(z, self.var[part], table)
+            shrink = 1.0 / (eigvals[:, None] + table[0][index][None, :])
+            full = torch.zeros((X.shape[0], z.shape[1]), dtype=dtype, device=self.device)
+            full[self.train] = eigvecs @ (z.to(torch.float64) * shrink).to(dtype)
             block = X.T @ full
             block -= x_mean[:, None] * full.sum(0)[None, :]
             block *= scale[:, None]
@@ -373,15 +397,25 @@ class _Problem:
         return total / V
 
 
+def _centred_grams(grams: torch.Tensor, rows: torch.Tensor, key: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training block of each layer kernel, double-centred (an unpenalised intercept), and its trace; cached."""
+    hit = _CENTRED.get(key)
+    if hit is not None:
+        _CENTRED.move_to_end(key)
+        return hit
+    block = grams.index_select(1, rows).index_select(2, rows)
+    row = block.mean(-1, keepdim=True)
+    centred = block - row - row.transpose(-1, -2) + block.mean((-1, -2), keepdim=True)
+    entry = (centred, torch.diagonal(centred, dim1=1, dim2=2).sum(1))
+    _CENTRED[key] = entry
+    while len(_CENTRED) > _MAX_GRAMS:
+        _CENTRED.popitem(last=False)
+    return entry
+
+
 def _stack(arrays: list[np.ndarray]) -> np.ndarray:
     """``np.stack``, without copying a lone array (a whole-brain coefficient matrix is gigabytes)."""
     return arrays[0][None] if len(arrays) == 1 else np.stack(arrays)
-
-
-def _centre(kernels: torch.Tensor) -> torch.Tensor:
-    """Double-centre each (n, n) kernel: the kernel of the centred features (an unpenalised intercept)."""
-    row = kernels.mean(-1, keepdim=True)
-    return kernels - row - row.transpose(-1, -2) + kernels.mean((-1, -2), keepdim=True)
 
 
 def _design(n_layers: int, steps: int) -> np.ndarray:
@@ -432,6 +466,7 @@ def _check_inputs(
     alphas: Sequence[float],
     search_steps: int,
     refine_steps: int,
+    search_voxels: int,
     memory_budget_mb: float,
 ) -> torch.Tensor:
     """Fail before any work with a message naming the argument; returns the alphas as a tensor."""
@@ -449,8 +484,11 @@ def _check_inputs(
         )
     if len(alphas) == 0 or any(not a > 0 for a in alphas):
         raise ValueError(f"alphas={list(alphas)}: must be a non-empty list of values > 0")
-    if search_steps < 1 or refine_steps < 0:
-        raise ValueError(f"search_steps={search_steps}, refine_steps={refine_steps}: need >= 1 and >= 0")
+    if search_steps < 1 or refine_steps < 0 or search_voxels < 1:
+        raise ValueError(
+            f"search_steps={search_steps}, refine_steps={refine_steps}, search_voxels={search_voxels}: "
+            "need >= 1, >= 0 and >= 1"
+        )
     if not memory_budget_mb > 0:
         raise ValueError(f"memory_budget_mb={memory_budget_mb}: must be > 0")
     G = len(train_idx)

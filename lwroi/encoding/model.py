@@ -91,9 +91,10 @@ class LayerWeightedEncoder(BaseEstimator):
     val_fraction : float, default=0.1
         Share of the training rows held out for early stopping when no X_val is given (SGD
         only: the kernel solver fits every training row).
-    alphas, search_steps, refine_steps : kernel solver settings
+    alphas, search_steps, refine_steps, search_voxels : kernel solver settings
         Relative ridge strengths (default 17 values 1e-3..1e5), candidates of the fixed layer-weight
-        design (16) and local search steps after it (8).
+        design (16), gradient steps after it (6), and the most voxels the search scores (1000);
+        see ``lwroi.encoding.solve_kernel``.
     memory_budget_mb : float, default=1024
         Working memory of the kernel solver; sets its voxel batch size.
     layer_scaling : {"balanced", "none"}, default="balanced"
@@ -144,6 +145,7 @@ class LayerWeightedEncoder(BaseEstimator):
         "alphas": ["array-like"],
         "search_steps": [Interval(Integral, 1, None, closed="left")],
         "refine_steps": [Interval(Integral, 0, None, closed="left")],
+        "search_voxels": [Interval(Integral, 1, None, closed="left")],
         "memory_budget_mb": [Interval(Real, 0, None, closed="neither")],
     }
 
@@ -166,7 +168,8 @@ class LayerWeightedEncoder(BaseEstimator):
         random_state: int = 0,
         alphas: Sequence[float] = DEFAULT_ALPHAS,
         search_steps: int = 16,
-        refine_steps: int = 8,
+        refine_steps: int = 6,
+        search_voxels: int = 1000,
         memory_budget_mb: float = 1024.0,
     ) -> None:
         self.wc = wc
@@ -186,6 +189,7 @@ class LayerWeightedEncoder(BaseEstimator):
         self.alphas = alphas
         self.search_steps = search_steps
         self.refine_steps = refine_steps
+        self.search_voxels = search_voxels
         self.memory_budget_mb = memory_budget_mb
 
     def fit(

@@ -82,7 +82,8 @@ def world_communicator(mode: str) -> Any:
         from mpi4py import MPI
     except (ImportError, RuntimeError) as exc:  # no mpi4py, or no MPI library for it to load
         if mode == "mpi":
-            raise RuntimeError(f"--mpi mpi was given but MPI is unavailable ({exc}); pip install mpi4py mpich") from None
+            raise RuntimeError(f"--mpi mpi was given but MPI is unavailable ({exc}); "
+                               "pip install mpi4py mpich") from None
         log.info("running as one process: MPI unavailable (%s)", exc)
         return SelfComm()
     return MPI.COMM_WORLD

@@ -25,7 +25,7 @@ import shutil
 import string
 import subprocess
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from lwroi.config import Config
@@ -200,7 +200,7 @@ class Chain:
     binds: tuple[str, ...]
     image: Path
     config_path: Path
-    ensure_dirs: tuple[Path, ...] = field(default=())
+    ensure_dirs: tuple[Path, ...] = ()
     """Folders to create before submitting (bind sources and the log folder must exist)."""
 
 
@@ -283,6 +283,9 @@ def build_chain(cfg: Config, site: SiteSettings, *, config_path: Path, overrides
     extract : bool, default=True
         Submit the extract job first (left out when the feature store is done).
     """
+    for name, value in (("shards", shards), ("ranks per task", ranks_per_task)):
+        if value < 1:
+            raise ConfigError(f"{name} = {value}: must be >= 1")
     workdir = Path(workdir)
     config_path = _absolute(config_path, workdir)
     image = _absolute(image, workdir)
@@ -424,6 +427,12 @@ class TaskState:
     restarts: int
     reason: str
 
+    @property
+    def n_tasks(self) -> int:
+        """How many tasks the record stands for (``0-3%2`` → 4)."""
+        spec = self.task.split("%")[0]
+        return sum(int(b or a) - int(a) + 1 for a, b in re.findall(r"(\d+)(?:-(\d+))?", spec)) or 1
+
 
 _FIELD = re.compile(r"(?:^|\s)(JobId|ArrayTaskId|JobState|ExitCode|Restarts|Reason)=(\S*)")
 
@@ -450,5 +459,6 @@ def describe_unfinished_tasks(states: Sequence[TaskState]) -> list[str]:
             continue
         why = f", reason {s.reason}" if s.reason not in ("", "None") else ""
         again = f", requeued {s.restarts}x" if s.restarts else ""
-        lines.append(f"array task {s.task} (job {s.job_id}): {s.state}, exit code {s.exit_code}{why}{again}")
+        tasks = "tasks" if s.n_tasks > 1 else "task"
+        lines.append(f"array {tasks} {s.task} (job {s.job_id}): {s.state}, exit code {s.exit_code}{why}{again}")
     return lines

@@ -60,12 +60,17 @@ def _wait_until(predicate: Callable[[], object], timeout: float, what: str, poll
         time.sleep(poll)
 
 
+def _slurm(*argv: str, check: bool = False) -> str:
+    """Run a Slurm command (bounded: a hung controller fails the test instead of hanging it)."""
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=check).stdout
+
+
 def _queue() -> str:
-    return subprocess.run(["squeue"], capture_output=True, text=True).stdout
+    return _slurm("squeue")
 
 
 def _check_command(argv: list[str], what: str) -> None:
-    if shutil.which(argv[0]) is None or subprocess.run(argv, capture_output=True).returncode != 0:
+    if shutil.which(argv[0]) is None or subprocess.run(argv, capture_output=True, timeout=60).returncode != 0:
         pytest.fail(f"{what} is not available (`{' '.join(argv)}` fails): run `scripts/testcluster.sh up` as root "
                     "(scripts/test.sh does)")
 
@@ -104,7 +109,7 @@ def lwroi_image() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def cluster_site(tmp_path_factory) -> Path:
-    """A site folder as a site would make it: a copy of slurm/ (under a name with a space) with the test node's knobs."""
+    """A site folder as a site makes one: a copy of slurm/ (in a folder named with a space), the test node's knobs."""
     _check_command(["scontrol", "ping"], "Slurm")
     folder = tmp_path_factory.mktemp("site") / "test site"
     folder.mkdir()
@@ -131,7 +136,7 @@ class Jobs:
 
     @staticmethod
     def show(job: str) -> str:
-        return subprocess.run(["scontrol", "show", "job", "--oneliner", job], capture_output=True, text=True).stdout
+        return _slurm("scontrol", "show", "job", "--oneliner", job)
 
     def state(self, job: str) -> tuple[str, str]:
         """(JobState, ExitCode) of a job that is not an array."""
@@ -147,11 +152,12 @@ class Jobs:
 
     def cancel_all(self) -> None:
         if self.ids:
-            subprocess.run(["scancel", *self.ids], capture_output=True)
+            _slurm("scancel", *self.ids)
 
 
 @pytest.fixture
-def jobs(demo_workspace, reference_run, cluster_site, lwroi_image) -> Iterator[Jobs]:
+def jobs(cluster_site, lwroi_image, demo_workspace, reference_run) -> Iterator[Jobs]:
+    """Slurm checked first, then the image built, then the dataset and the reference run."""
     submitted = Jobs(demo_workspace, cluster_site, lwroi_image)
     yield submitted
     submitted.cancel_all()
@@ -197,7 +203,7 @@ def test_submitted_chain_reduces_to_the_plain_process_summary(jobs, reference_ru
         text = task_log(run, ids["array"], task)
         assert f"shard {task}/2:" in text and "[rank 1]" in text and f"array={ids['array']}_{task}" in text
     assert max(done_events(run).values()) == 1
-    assert "2 of 2 array task record(s) COMPLETED" in reduce_log(run, ids["reduce"])
+    assert "2 of 2 array task(s) COMPLETED" in reduce_log(run, ids["reduce"])
 
 
 def test_cancelled_task_resubmitted_resumes_and_recomputes_nothing_finished(jobs, reference_run):
@@ -206,7 +212,7 @@ def test_cancelled_task_resubmitted_resumes_and_recomputes_nothing_finished(jobs
     ids = jobs.submit(out)
     task = _wait_until(lambda: busy_task(run, ids["array"], 2), CHAIN_SECONDS, "a task midway through its shard",
                        poll=0.5)
-    subprocess.run(["scancel", f"{ids['array']}_{task}"], check=True)
+    _slurm("scancel", f"{ids['array']}_{task}", check=True)
 
     # the first chain's reduce job runs after the cancelled task and says what is missing
     assert jobs.wait_ended(ids["reduce"]) == ("FAILED", "3:0")
@@ -235,7 +241,7 @@ def test_usr1_before_the_time_limit_checkpoints_requeues_and_finishes(jobs, refe
     task = _wait_until(lambda: busy_task(run, ids["array"], 2), CHAIN_SECONDS, "a task midway through its shard",
                        poll=0.5)
     # what --signal=B:USR1@N does shortly before the time limit, sent now: to the batch shell only
-    subprocess.run(["scancel", "--signal=USR1", "--batch", f"{ids['array']}_{task}"], check=True)
+    _slurm("scancel", "--signal=USR1", "--batch", f"{ids['array']}_{task}", check=True)
 
     assert jobs.wait_ended(ids["reduce"]) == ("COMPLETED", "0:0"), reduce_log(run, ids["reduce"])
     assert_tables_equal(run, reference_run)
@@ -243,7 +249,8 @@ def test_usr1_before_the_time_limit_checkpoints_requeues_and_finishes(jobs, refe
     assert (state.state, state.restarts) == ("COMPLETED", 1)
     log = task_log(run, ids["array"], task)
     assert "got SIGUSR1" in log and f"requeueing {ids['array']}_{task}" in log
-    assert "restart 1 of at most 1" in log  # SLURM_RESTART_COUNT=1 in the requeued run
+    assert "SLURM_RESTART_COUNT=1 " in log and f"array={ids['array']}_{task} restarts=1" in log  # the requeued run
     events = journal_events(run)
-    assert events["interrupted"] >= 1, events  # ranks stopped at an epoch's end, after checkpointing
+    assert events["interrupted"] >= 1, events  # ranks stopped at an epoch's end, after checkpointing,
+    assert events["resume"] >= 1, events  # and the requeued run went on from those checkpoints
     assert max(done_events(run).values()) == 1

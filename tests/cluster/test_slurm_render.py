@@ -194,13 +194,17 @@ Restarts=0 BatchFlag=1 ExitCode=0:0 Command=/a b/lwroi-array.sbatch StdOut=/tmp/
 JobId=7 ArrayJobId=4 ArrayTaskId=2 JobName=lwroi-fit JobState=CANCELLED Reason=None Restarts=0 ExitCode=0:15
 JobId=6 ArrayJobId=4 ArrayTaskId=1 JobName=lwroi-fit JobState=FAILED Reason=NonZeroExitCode Restarts=2 ExitCode=1:0
 JobId=5 ArrayJobId=4 ArrayTaskId=0 JobName=lwroi-fit JobState=COMPLETED Reason=None Restarts=1 ExitCode=0:0
+JobId=9 ArrayJobId=9 ArrayTaskId=4-6%2 JobName=lwroi-fit JobState=CANCELLED Reason=DependencyNeverSatisfied \
+Dependency=afterok:8(failed) Restarts=0 ExitCode=0:0
 """
 
 
 def test_task_states_from_scontrol_name_the_tasks_that_did_not_complete():
     states = parse_task_states(SCONTROL)
-    assert [s.task for s in states] == ["0", "1", "2", "3"]
+    assert [s.task for s in states] == ["0", "1", "2", "3", "4-6%2"]
+    assert [s.n_tasks for s in states] == [1, 1, 1, 1, 3]
     assert describe_unfinished_tasks(states) == [
         "array task 1 (job 6): FAILED, exit code 1:0, reason NonZeroExitCode, requeued 2x",
         "array task 2 (job 7): CANCELLED, exit code 0:15",
+        "array tasks 4-6%2 (job 9): CANCELLED, exit code 0:0, reason DependencyNeverSatisfied",
     ]

@@ -85,17 +85,17 @@ def test_gradient_matches_finite_differences(noisy):
     key = _content_key(X, layer_of_feature)
     alphas = torch.tensor(DEFAULT_ALPHAS, dtype=torch.float64)
     problem = _Problem(X, layer_of_feature, Yt, _layer_grams(X, layer_of_feature, 4, key), np.arange(150),
-                       (key, b"rows"), alphas, 2**26)  # fmt: skip
+                       (key, b"rows"), alphas, 2**26, search_voxels=7)  # fmt: skip
     gamma = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64)
-    _, alpha_index, _, _ = problem.gcv_r2(gamma)
+    _, alpha_index = problem.objective(gamma)
 
     def objective(logits):
         eigvals, eigvecs = torch.linalg.eigh(torch.tensordot(torch.softmax(logits, 0), problem.centred, dims=1))
         eigvals = eigvals.clamp_min(0)
         alpha = (alphas * eigvals.sum() / 149)[alpha_index]
         shrink = alpha / (eigvals[:, None] + alpha)
-        rss = (shrink.square() * (eigvecs.T @ problem.Yc).square()).sum(0)
-        return float((1 - 150 * rss / (shrink.sum(0) - 1).square() / problem.var).mean())
+        rss = (shrink.square() * (eigvecs.T @ problem.Ys).square()).sum(0)
+        return float((1 - 150 * rss / (shrink.sum(0) - 1).square() / problem.var_s).mean())
 
     step = 1e-6
     numeric = [(objective(gamma.log() + step * e) - objective(gamma.log() - step * e)) / (2 * step)
