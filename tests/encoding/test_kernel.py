@@ -169,3 +169,14 @@ def test_invalid_alphas_are_named(noisy):
     X_layers, Y, _, _ = noisy
     with pytest.raises(ValueError, match=r"alphas=\[1.0, 0.0\]: must be a non-empty list of values > 0"):
         solve_kernel(*tensors(X_layers, Y), train_idx=[np.arange(150)], val_idx=[np.arange(0)], alphas=[1.0, 0.0])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu(noisy):
+    X_layers, Y, _, _ = noisy
+    kwargs = {"train_idx": [np.arange(120)], "val_idx": [np.arange(120, 150)], **SMALL}
+    on_cpu = solve_kernel(*tensors(X_layers, Y), **kwargs)
+    on_gpu = solve_kernel(*(t.cuda() for t in tensors(X_layers, Y)), **kwargs)
+    np.testing.assert_allclose(on_gpu.layer_weights, on_cpu.layer_weights, rtol=1e-6)
+    np.testing.assert_allclose(on_gpu.coef, on_cpu.coef, rtol=1e-6, atol=1e-9)
