@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from lwroi.encoding._arrays import check_solver_arrays
 from lwroi.encoding._sgd import SeedLike, SGDResult
 from lwroi.encoding.metrics import pearson_r_columns_torch
 
@@ -470,18 +471,7 @@ def _check_inputs(
     memory_budget_mb: float,
 ) -> torch.Tensor:
     """Fail before any work with a message naming the argument; returns the alphas as a tensor."""
-    if X.ndim != 2 or Y.ndim != 2 or X.shape[0] != Y.shape[0]:
-        raise ValueError(
-            f"X must be (n_samples, n_features) and Y (n_samples, n_voxels) with the same rows; "
-            f"got {tuple(X.shape)} and {tuple(Y.shape)}"
-        )
-    if not X.is_floating_point() or Y.dtype != X.dtype or Y.device != X.device:
-        raise ValueError(f"X and Y must share a float dtype and device; got {X.dtype}/{X.device}, {Y.dtype}/{Y.device}")
-    if layer_of_feature.shape != (X.shape[1],) or layer_of_feature.dtype != torch.int64:
-        raise ValueError(
-            f"layer_of_feature must be a long tensor of shape ({X.shape[1]},); "
-            f"got {layer_of_feature.dtype} {tuple(layer_of_feature.shape)}"
-        )
+    check_solver_arrays(X, layer_of_feature, Y)
     if len(alphas) == 0 or any(not a > 0 for a in alphas):
         raise ValueError(f"alphas={list(alphas)}: must be a non-empty list of values > 0")
     if search_steps < 1 or refine_steps < 0 or search_voxels < 1:

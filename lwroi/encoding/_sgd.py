@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from lwroi.encoding._arrays import check_solver_arrays
 from lwroi.encoding.metrics import pearson_r_columns_torch
 
 _CHUNK_ELEMENTS = 1 << 25
@@ -474,18 +475,7 @@ def _check_inputs(
     batch_size: int,
 ) -> None:
     """Fail before any work with a message that names the argument, its value and what was expected."""
-    if X.ndim != 2 or Y.ndim != 2 or X.shape[0] != Y.shape[0]:
-        raise ValueError(
-            f"X must be (n_samples, n_features) and Y (n_samples, n_voxels) with the same rows; "
-            f"got {tuple(X.shape)} and {tuple(Y.shape)}"
-        )
-    if not X.is_floating_point() or Y.dtype != X.dtype or Y.device != X.device:
-        raise ValueError(f"X and Y must share a float dtype and device; got {X.dtype}/{X.device}, {Y.dtype}/{Y.device}")
-    if layer_of_feature.shape != (X.shape[1],) or layer_of_feature.dtype != torch.int64:
-        raise ValueError(
-            f"layer_of_feature must be a long tensor of shape ({X.shape[1]},); "
-            f"got {layer_of_feature.dtype} {tuple(layer_of_feature.shape)}"
-        )
+    check_solver_arrays(X, layer_of_feature, Y)
     if metric not in _METRICS:
         raise ValueError(f"metric={metric!r}: must be one of {', '.join(_METRICS)}")
     if val_pcc not in _VAL_PCC:
