@@ -52,7 +52,9 @@ def interrupt_when(cmd: list[str], cwd: Path, ready, action, *, what: str, timeo
     with open(log, "w") as err:
         job = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err, text=True)
         try:
-            wait_for(ready, timeout, what)
+            wait_for(lambda: ready() or job.poll() is not None, timeout, what)
+            if job.poll() is not None:
+                raise AssertionError(f"exited {job.returncode} before {what}:\n{log.read_text()[-3000:]}")
             time.sleep(settle)
             action(job)
             job.wait(timeout=120)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -103,15 +104,34 @@ def node_local_rank(comm: Any) -> tuple[int, int]:
 
 
 class _Counter:
-    """Next-index source: a plain int for one rank, mpi4py's one-sided counter for many."""
+    """Next-index source: a plain int for one rank, mpi4py's one-sided counter for many.
+
+    The counter lives in rank 0's memory. MPICH only serves a passive-target RMA request when
+    the target rank enters the MPI library, and rank 0 spends minutes inside torch between MPI
+    calls, so a rank asking for work would wait for rank 0's unit to end. A light thread on
+    rank 0 pokes MPI's progress engine every few milliseconds to keep the counter answering.
+    """
+
+    PROGRESS_SECONDS = 0.005
 
     def __init__(self, comm: Any) -> None:
         self._mpi = None
         self._next = 0
+        self._progress: threading.Thread | None = None
+        self._stopping = threading.Event()
         if not isinstance(comm, SelfComm) and comm.size > 1:
+            from mpi4py import MPI
             from mpi4py.util.sync import Counter
 
             self._mpi = Counter(comm=comm)
+            if comm.rank == 0 and MPI.Query_thread() == MPI.THREAD_MULTIPLE:
+                self._progress = threading.Thread(target=self._poke, args=(comm,),
+                                                  name="lwroi-mpi-progress", daemon=True)
+                self._progress.start()
+
+    def _poke(self, comm: Any) -> None:
+        while not self._stopping.wait(self.PROGRESS_SECONDS):
+            comm.Iprobe()  # any MPI call drives the progress engine; this one consumes nothing
 
     def next(self) -> int:
         if self._mpi is not None:
@@ -120,6 +140,9 @@ class _Counter:
         return value
 
     def free(self) -> None:
+        if self._progress is not None:
+            self._stopping.set()
+            self._progress.join()
         if self._mpi is not None:
             self._mpi.free()
 

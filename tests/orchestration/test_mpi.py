@@ -6,6 +6,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -83,3 +85,15 @@ def test_sigusr1_makes_every_rank_checkpoint_and_exit_75(demo_workspace):
     checkpoints = sorted(p.name for p in (out / "checkpoints" / "tune" / "sub01").glob("*.pt"))
     assert checkpoints == ["LOC.pt", "V1.pt"]
     assert {e["rank"] for e in journal_events(out) if e["event"] == "interrupted"} == {0, 1}
+
+
+def test_ranks_keep_taking_units_while_rank_0_computes(tmp_path):
+    """The shared counter lives on rank 0; a busy rank 0 (no MPI calls for seconds) must not stall it."""
+    probe = Path(__file__).with_name("busy_rank0.py")
+    proc = subprocess.run([mpiexec(), "-n", "2", sys.executable, str(probe), str(tmp_path)], capture_output=True,
+                          text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    finished = json.loads(proc.stdout)
+    assert sorted(key for _, key, _ in finished) == [f"work/{i}" for i in range(6)]
+    by_rank = Counter(rank for rank, _, _ in finished)
+    assert by_rank[1] >= 5, finished  # rank 1 took all the rest during rank 0's 3 s
