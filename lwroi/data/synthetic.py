@@ -5,7 +5,8 @@ the very model lwroi fits (balanced layer scaling) with a known layer profile pe
 known noise level, so a fit can be checked against what was planted::
 
     Z_l        = column-standardised features of layer l (n_videos, D_l); constant columns -> 0
-    f_lv       = Z_l @ w_lv,  w_lv = Z_l^T V_l g_lv / D_l,  g_lv ~ N(0, I_k),  scaled to unit variance
+    X_l        = Z_l / sqrt(D_l)   (the fitted model's balanced block)
+    f_lv       = X_l @ b_lv,  b_lv = X_l^T V_l g_lv,  g_lv ~ N(0, I_k),  b_lv scaled to unit norm
     signal_v   = sum_l a_l * f_lv,  then scaled to unit variance
     response_v = signal_v + noise (N(0, noise_sd^2), independent per repetition) + offset_v
 
@@ -13,7 +14,8 @@ known noise level, so a fit can be checked against what was planted::
 (:func:`_distinctive_directions`): layers of one network are nearly the same function of the
 videos, so iid feature weights ``w`` (the first version) made a signal no fit can attribute to
 its layer, spread over the whole feature spectrum and so not learnable from ~100 videos.
-``a_l`` is each layer's share of the signal's standard deviation (parts of unit variance).
+``a_l`` is the layer weight of the fitted model itself: every layer's coefficient vector has
+the same norm, so the model's penalties treat the layers alike and rank them as planted.
 The DNN features that define the truth come from the caller (``layer_features``), which keeps
 this module free of torch.
 """
@@ -236,17 +238,22 @@ def make_video_frames(rng: np.random.Generator, n_frames: int, size: int = 64) -
     return np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
 
 
-def _distinctive_directions(layers: list[np.ndarray], n_directions: int, ridge: float) -> list[np.ndarray]:
-    """Per layer, up to ``n_directions`` unit-variance video directions that are distinctive of it.
+def _distinctive_directions(
+    layers: list[np.ndarray], n_directions: int, ridge: float
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per layer, up to ``n_directions`` video directions that are distinctive of it, with their cost.
 
     Layers of one network are nearly the same function of the videos (centred kernel alignment
     0.92-0.996 between neighbouring random-init AlexNet layers), so a signal drawn along random
     feature directions cannot be attributed to its layer. Instead each layer's signal lies along
     the top generalised eigenvectors ``v`` of ``K_l v = lam (sum_{m != l} K_m + ridge I) v``,
     ``K_l = Z_l Z_l^T / D_l``: directions where layer l varies most relative to the others. The
-    direction ``K_l v = Z_l (Z_l^T v / D_l)`` is a linear function of layer l's own standardised
-    features, so it is defined for held-out videos too. Few directions keep the signal learnable
-    from ~100 videos. Returns arrays of shape (n_videos, k_l); k_l = 0 for a constant layer.
+    direction ``F = K_l V = X_l (X_l^T V)``, ``X_l = Z_l / sqrt(D_l)`` (the model's balanced
+    block), is a linear function of layer l's own features with coefficients ``X_l^T V``, so
+    it is defined for held-out videos too; ``C = V^T K_l V`` gives their squared norm
+    (``||X_l^T V g||^2 = g^T C g``). Few directions keep the signal learnable from ~100 videos.
+    Returns ``(F, C)`` per layer, F of shape (n_videos, k_l) with unit-variance columns,
+    C (k_l, k_l); k_l = 0 for a constant layer.
     """
     n = layers[0].shape[0]
     kernels = []
@@ -262,11 +269,13 @@ def _distinctive_directions(layers: list[np.ndarray], n_directions: int, ridge: 
         scale = np.trace(others) / n if np.trace(others) > 0 else 1.0
         eigval, eigvec = scipy.linalg.eigh(kernel, others + ridge * scale * np.eye(n))
         keep = eigval[::-1] > 1e-9 * max(eigval.max(), 1e-300)
-        directions = kernel @ eigvec[:, ::-1][:, keep][:, :n_directions]
-        directions -= directions.mean(axis=0)
+        basis = eigvec[:, ::-1][:, keep][:, :n_directions]
+        basis -= basis.mean(axis=0)  # K_l has centred rows, so this leaves F unchanged and keeps C exact
+        directions = kernel @ basis
         std = directions.std(axis=0)
         varying = std > 1e-12 * std.max(initial=0.0)
-        out.append(directions[:, varying] / std[varying])
+        basis = basis[:, varying] / std[varying]
+        out.append((kernel @ basis, basis.T @ kernel @ basis))
     return out
 
 
@@ -308,15 +317,21 @@ def _per_roi(
 
 
 def _planted_signal(
-    rng: np.random.Generator, directions: list[np.ndarray], weights: np.ndarray, n_voxels: int
+    rng: np.random.Generator, directions: list[tuple[np.ndarray, np.ndarray]], weights: np.ndarray, n_voxels: int
 ) -> np.ndarray:
-    """Unit-variance signal (n_videos, n_voxels): ``sum_l a_l f_l``, each layer part f_l of unit variance."""
-    signal = np.zeros((directions[0].shape[0], n_voxels))
-    for a, basis in zip(weights, directions, strict=True):
+    """Unit-variance signal (n_videos, n_voxels): ``sum_l a_l X_l b_l`` with ``||b_l|| = 1`` per voxel.
+
+    Equal coefficient norms put the truth in the fitted model's own terms (layer weight times
+    a coefficient vector on the balanced block, the vector's norm penalised alike for every
+    layer), so the regularised optimum orders the layers as planted. A layer part of unit
+    variance instead would favour the layer that reaches its direction most cheaply.
+    """
+    signal = np.zeros((directions[0][0].shape[0], n_voxels))
+    for a, (basis, cost) in zip(weights, directions, strict=True):
         if basis.shape[1]:
-            part = basis @ rng.standard_normal((basis.shape[1], n_voxels))
-            part -= part.mean(axis=0)
-            signal += a * part / part.std(axis=0)
+            draws = rng.standard_normal((basis.shape[1], n_voxels))
+            norms = np.sqrt(np.einsum("kv,kj,jv->v", draws, cost, draws))
+            signal += a * (basis @ draws) / norms
     signal -= signal.mean(axis=0)
     return signal / signal.std(axis=0)
 
@@ -402,7 +417,7 @@ def write_synthetic_dataset(
 
     layers = _check_layer_features(layer_features(paths[:n_videos]), n_videos)
     factors = _distinctive_directions(list(layers.values()), N_DIRECTIONS, DIRECTION_RIDGE)
-    if not any(f.shape[1] for f in factors):
+    if not any(f.shape[1] for f, _ in factors):
         raise ValueError("layer_features: every feature is constant over videos; nothing to plant a signal in")
     profiles = planted_layer_profiles(rois, len(layers))
     report(f"computed features of {n_videos} training videos ({len(layers)} layers)")
@@ -440,8 +455,8 @@ def write_synthetic_dataset(
         "direction_ridge": DIRECTION_RIDGE,
         "videos": {"frame_size": frame_size, "fps_choices": list(fps_choices), "seconds": CLIP_SECONDS},
         "model": (
-            "signal_v = sum_l a_l * f_lv, f_lv = Z_l @ w_lv scaled to unit variance, Z_l column-standardised "
-            "layer features (constant columns 0), w_lv = Z_l^T V_l g_lv / D_l with g_lv ~ N(0, I_k) and V_l the "
+            "signal_v = sum_l a_l * f_lv, f_lv = X_l @ b_lv, X_l = Z_l / sqrt(D_l) with Z_l column-standardised "
+            "layer features (constant columns 0), b_lv = X_l^T V_l g_lv scaled to unit norm, g_lv ~ N(0, I_k), V_l the "
             "top k generalised eigenvectors of K_l = Z_l Z_l^T / D_l against the sum of the other layers' kernels "
             "(+ ridge * mean eigenvalue * I): directions distinctive of layer l, so the profile is identifiable "
             "and the low-rank signal learnable; each voxel's signal scaled to unit variance over videos; "

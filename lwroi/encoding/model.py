@@ -98,7 +98,7 @@ class LayerWeightedEncoder(BaseEstimator):
     memory_budget_mb : float, default=1024
         Working memory of the kernel solver; sets its voxel batch size.
     layer_scaling : {"balanced", "none"}, default="balanced"
-        Divide each layer block by sqrt(its dimension) before training ("none": the original).
+        Divide each layer block by its root-mean-square row norm before training ("none": the original).
     device : str, default="auto"
         "auto", "cpu", "cuda" or "cuda:N".
     random_state : int, default=0

@@ -205,13 +205,25 @@ def test_planted_directions_are_distinctive_of_their_layer():
     layers = [shared @ rng.standard_normal((40, 50)) + 0.5 * own[i] @ rng.standard_normal((40, 50)) for i in (0, 1)]
     kernels = [z @ z.T / z.shape[1] for z in map(standardise, layers)]
     directions = _distinctive_directions(layers, 3, 0.1)
-    for mine, other, basis in ((0, 1, directions[0]), (1, 0, directions[1])):
+    for mine, other, (basis, _) in ((0, 1, directions[0]), (1, 0, directions[1])):
         assert basis.shape == (60, 3)
         np.testing.assert_allclose(basis.std(axis=0), 1.0)
         ratio = [d @ kernels[mine] @ d / (d @ kernels[other] @ d) for d in basis.T]
         random = kernels[mine] @ rng.standard_normal(60)
         assert min(ratio) > (random @ kernels[mine] @ random) / (random @ kernels[other] @ random)
         assert ratio[0] > 4
+
+
+def test_planted_direction_cost_is_the_norm_of_its_coefficients_on_the_balanced_block():
+    """F g = X b with X = Z / sqrt(D) and ||b||^2 = g^T C g: the truth is stated in the fitted model's terms."""
+    rng = np.random.default_rng(1)
+    layers = [rng.standard_normal((40, 30)) @ rng.standard_normal((30, d)) for d in (25, 60)]
+    for features, (basis, cost) in zip(layers, _distinctive_directions(layers, 2, 1.0), strict=True):
+        x = standardise(features) / np.sqrt(features.shape[1])
+        g = rng.standard_normal(2)
+        b = np.linalg.lstsq(x, basis @ g, rcond=None)[0]  # min-norm coefficients reproducing F g
+        np.testing.assert_allclose(x @ b, basis @ g, atol=1e-8)
+        np.testing.assert_allclose(b @ b, g @ cost @ g, rtol=1e-6)
 
 
 def test_noiseless_responses_lie_in_the_span_of_the_layer_features(tmp_path):
