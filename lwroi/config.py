@@ -100,6 +100,9 @@ class EncodingConfig:
     """The layer-weighted model, its solver, and the hyper-parameter search."""
 
     solver: str = "sgd"
+    """``sgd``: the paper's loss trained with Adam over the (wc, lay) grid; ``kernel``: the same model
+    in dual form, layer weights and per-voxel ridge strengths chosen by GCV inside the training
+    rows (no wc/lay grid, so no tune/select phase)."""
     wc: tuple[float, ...] = (1.0, 10.0, 100.0)
     """Grid of the per-voxel RMS (group) penalty weight on W (original ``-wc``)."""
     lay: tuple[float, ...] = (0.1, 1.0, 10.0)
@@ -123,10 +126,24 @@ class EncodingConfig:
     """``balanced``: each layer's features are divided by sqrt(its dimension), so a layer weight measures
     the layer's share of the prediction, not its feature count; ``none``: original scaling."""
     seed: int = 0
+    kernel_alphas: tuple[float, ...] = tuple(10.0 ** (k / 2) for k in range(-6, 11))
+    """Ridge strengths of the kernel solver, relative to the mean eigenvalue of the training kernel."""
+    kernel_search_steps: int = 16
+    """Candidate layer weightings of the kernel solver's fixed design (uniform, then Dirichlet draws)."""
+    kernel_refine_steps: int = 6
+    """Gradient steps on the layer weighting after the design (0: the design only)."""
+    kernel_search_voxels: int = 1000
+    """Voxels (evenly spread over the ROI) that score a candidate weighting; every voxel is fitted."""
+    memory_budget_mb: float = 1024.0
+    """Working memory of the kernel solver beyond its inputs; sets its voxel batch size."""
 
     _constraints: ClassVar[dict[str, Callable[[Any], str | None]]] = {
-        "solver": lambda v: _check(v == "sgd", "must be sgd (the kernel solver is in the Python API, "
-                                              "LayerWeightedEncoder(solver='kernel'), not yet in the pipeline)"),
+        "solver": lambda v: _check(v in ("sgd", "kernel"), "must be one of: sgd, kernel"),
+        "kernel_alphas": lambda v: _check(len(v) > 0 and all(x > 0 for x in v), "must be a non-empty list of values > 0"),
+        "kernel_search_steps": lambda v: _check(v >= 1, "must be >= 1"),
+        "kernel_refine_steps": lambda v: _check(v >= 0, "must be >= 0"),
+        "kernel_search_voxels": lambda v: _check(v >= 1, "must be >= 1"),
+        "memory_budget_mb": lambda v: _check(v >= 1, "must be >= 1"),
         "wc": lambda v: _check(len(v) > 0 and all(x >= 0 for x in v), "must be a non-empty list of values >= 0"),
         "lay": lambda v: _check(len(v) > 0 and all(x >= 0 for x in v), "must be a non-empty list of values >= 0"),
         "folds": lambda v: _check(v >= 2, "must be >= 2"),

@@ -103,3 +103,12 @@ def test_shipped_configs_load():
     root = Path(__file__).resolve().parents[1] / "configs"
     for path in sorted(root.glob("*.yaml")):
         load_config(path)
+
+
+def test_kernel_solver_and_its_settings_are_accepted(tmp_path):
+    cfg = load_config(write(tmp_path, "encoding:\n  solver: kernel\n  kernel_refine_steps: 0\n  memory_budget_mb: 64\n"))
+    assert (cfg.encoding.solver, cfg.encoding.kernel_refine_steps, cfg.encoding.memory_budget_mb) == ("kernel", 0, 64)
+    with pytest.raises(ConfigError, match=r"encoding.solver = 'lbfgs': must be one of: sgd, kernel"):
+        load_config(write(tmp_path, "encoding:\n  solver: lbfgs\n"))
+    with pytest.raises(ConfigError, match=r"encoding.kernel_alphas = \[0.0\]: must be"):
+        load_config(write(tmp_path, "encoding:\n  kernel_alphas: [0]\n"))

@@ -15,6 +15,11 @@ at 0.5 (~240) the projection blurs the layer-distinctive directions and conv2 ta
 from its neighbours. The fit runs long with early stopping only after 50 epochs without gain:
 the layer weights separate late, long after the validation score levels off. Checked with
 synth seeds 0, 1 and 2 (every ROI >= 0.8).
+
+The kernel solver runs the same pipeline and is held to the same accuracy bar. Its layer
+weights are not held to the rank bar: they are chosen to minimise the GCV prediction error,
+which here favours fc8 (seen: 0.4-1.0 per ROI), not to match the planted parameterisation;
+its profile recovery is compared with SGD's on isotropic data in tests/encoding/test_kernel.py.
 """
 
 from __future__ import annotations
@@ -38,25 +43,32 @@ MIN_CEILING_SHARE = 0.8
 
 
 @pytest.fixture(scope="module")
-def fitted(tmp_path_factory) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
-    """Ground truth, results.csv and summary.csv of one synth + run of tests/science.yaml."""
+def science_data(tmp_path_factory) -> Path:
+    """A folder with the synthetic dataset of tests/science.yaml (``data``) and its ground truth."""
     root = tmp_path_factory.mktemp("science")
     run_lwroi("synth", str(root / "data"), "--config", str(CONFIG), cwd=root)
-    run_lwroi(
-        "run",
-        str(CONFIG),
-        "--mpi",
-        "none",
-        "--set",
-        f"data.root={root / 'data'}",
-        "--set",
-        f"run.output_dir={root / 'run'}",
-        "--set",
-        f"features.store_dir={root / 'store'}",
-        cwd=root,
-    )
+    return root
+
+
+def fit(root: Path, solver: str) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """Ground truth, results.csv and summary.csv of ``lwroi run`` of tests/science.yaml with ``solver``."""
+    run = root / f"run-{solver}"
+    overrides = {"data.root": root / "data", "run.output_dir": run, "features.store_dir": root / "store",
+                 "encoding.solver": solver}
+    run_lwroi("run", str(CONFIG), "--mpi", "none", *(a for k, v in overrides.items() for a in ("--set", f"{k}={v}")),
+              cwd=root)
     truth = json.loads((root / "data" / "ground_truth.json").read_text())
-    return truth, pd.read_csv(root / "run" / "results.csv"), pd.read_csv(root / "run" / "summary.csv")
+    return truth, pd.read_csv(run / "results.csv"), pd.read_csv(run / "summary.csv")
+
+
+@pytest.fixture(scope="module")
+def fitted(science_data) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    return fit(science_data, "sgd")
+
+
+@pytest.fixture(scope="module")
+def fitted_kernel(science_data) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    return fit(science_data, "kernel")
 
 
 @pytest.mark.slow
@@ -72,8 +84,10 @@ def test_fitted_layer_profile_of_each_roi_ranks_layers_as_planted(fitted) -> Non
 
 
 @pytest.mark.slow
-def test_heldout_accuracy_of_each_roi_approaches_planted_noise_ceiling(fitted) -> None:
-    truth, _, summary = fitted
+@pytest.mark.parametrize("solver_fit", ["fitted", "fitted_kernel"])
+def test_heldout_accuracy_of_each_roi_approaches_planted_noise_ceiling(solver_fit, request) -> None:
+    truth, results, summary = request.getfixturevalue(solver_fit)
+    assert len(results) == len(truth["subjects"]) * len(truth["rois"])
     share = {
         roi: float(summary.set_index("roi").loc[roi, "pcc_mean"]) / planted["noise_ceiling"]
         for roi, planted in truth["rois"].items()

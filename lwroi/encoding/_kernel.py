@@ -34,8 +34,9 @@ from lwroi.encoding._arrays import check_solver_arrays
 from lwroi.encoding._sgd import SeedLike, SGDResult
 from lwroi.encoding.metrics import pearson_r_columns_torch
 
-DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-3, 5, 17))
-"""Ridge strengths, relative to the mean eigenvalue of the centred weighted training kernel."""
+DEFAULT_ALPHAS = tuple(10.0 ** (k / 2) for k in range(-6, 11))
+"""Ridge strengths (1e-3 to 1e5, 2 per decade), relative to the mean eigenvalue of the centred
+weighted training kernel (also the config's default, ``encoding.kernel_alphas``)."""
 
 _DESIGN_SEED = 20220101
 """Seed of the fixed candidate design; one constant so every fit evaluates the same candidates."""

@@ -74,6 +74,15 @@ def tune_units(cfg: Config, subject: str, roi: str, cost: float, split: str) -> 
     ]
 
 
+def uses_grid(cfg: Config) -> bool:
+    """Whether the solver takes its (wc, lay) from the tune/select grid search.
+
+    The kernel solver chooses its layer weights and ridge strengths inside each fit's own
+    training rows (GCV), so its plan has no tune or select units and fits follow the features.
+    """
+    return cfg.encoding.solver == "sgd"
+
+
 def build_plan(cfg: Config, roi_cost: Callable[[str, str], float], *, up_to: str = "fit",
                tune_split: str = "roi") -> list[Unit]:
     """All units up to phase ``up_to``, dependencies before dependents, costly units first within a phase.
@@ -90,15 +99,18 @@ def build_plan(cfg: Config, roi_cost: Callable[[str, str], float], *, up_to: str
     units = [Unit(f"extract/shard={k:03d}", "extract", shard=k, cost=1.0, group=f"extract{k}") for k in range(n)]
     units.append(Unit("features", "features", tuple(u.key for u in units), cost=1.0, group="features"))
     tune, select, fit = [], [], []
+    grid = uses_grid(cfg)
     for roi in cfg.data.rois:
-        roi_tune = []
-        for subject in cfg.encoding.tune_subjects:
-            roi_tune += tune_units(cfg, subject, roi, roi_cost(subject, roi), tune_split)
-        tune += roi_tune
-        select.append(Unit(f"select/{roi}", "select", tuple(u.key for u in roi_tune), roi=roi, cost=0.01, group=roi))
+        if grid:
+            roi_tune = []
+            for subject in cfg.encoding.tune_subjects:
+                roi_tune += tune_units(cfg, subject, roi, roi_cost(subject, roi), tune_split)
+            tune += roi_tune
+            select.append(Unit(f"select/{roi}", "select", tuple(u.key for u in roi_tune), roi=roi, cost=0.01,
+                               group=roi))
         for subject in cfg.data.subjects:
-            fit.append(Unit(f"fit/{subject}/{roi}", "fit", (f"select/{roi}",), subject, roi,
-                            cost=roi_cost(subject, roi), group=roi))
+            fit.append(Unit(f"fit/{subject}/{roi}", "fit", (f"select/{roi}",) if grid else ("features",), subject,
+                            roi, cost=roi_cost(subject, roi), group=roi))
     by_cost = lambda us: sorted(us, key=lambda u: -u.cost)  # noqa: E731 - local sort key
     phases = {"extract": units[:-1], "features": units[-1:], "tune": by_cost(tune), "select": select,
               "fit": by_cost(fit)}

@@ -19,7 +19,7 @@ from lwroi.config import Config, stable_hash
 from lwroi.data import check_dataset, heldout_split, list_videos, load_roi_responses
 from lwroi.exceptions import Interrupted
 from lwroi.orchestration.journal import Journal
-from lwroi.orchestration.plan import Unit
+from lwroi.orchestration.plan import Unit, uses_grid
 from lwroi.orchestration.results import ResultStore
 from lwroi.orchestration.schedule import StopFlag
 
@@ -222,22 +222,26 @@ class UnitRunner:
         path.unlink(missing_ok=True)
 
     def _train_kwargs(self) -> dict[str, Any]:
+        """The solver settings of the config; each solver takes the ones it names."""
         e = self.cfg.encoding
         return {"lr": e.lr, "batch_size": e.batch_size, "max_epochs": e.max_epochs, "patience": e.patience,
                 "min_delta": e.min_delta, "metric": e.metric, "val_pcc": e.val_pcc,
-                "layer_scaling": e.layer_scaling}
+                "layer_scaling": e.layer_scaling, "alphas": e.kernel_alphas, "search_steps": e.kernel_search_steps,
+                "refine_steps": e.kernel_refine_steps, "search_voxels": e.kernel_search_voxels,
+                "memory_budget_mb": e.memory_budget_mb}
 
     def _run_tune(self, unit: Unit) -> None:
-        from lwroi.encoding import evaluate_grid_models
+        from lwroi.encoding import evaluate_grid_models, get_solver, solver_options
 
         e = self.cfg.encoding
         _, y_train, _ = self._responses(unit.subject, unit.roi)
         kwargs = self._train_kwargs()
+        scaling = kwargs.pop("layer_scaling")
         result = evaluate_grid_models(
             self.features.load("train"), y_train, [(m.wc, m.lay, m.fold) for m in unit.models],
-            folds=e.folds, seed=e.seed, device=self.device, solver=e.solver,
-            layer_scaling=kwargs.pop("layer_scaling"), state=self._resume_state(unit),
-            on_epoch=self._on_epoch(unit), **kwargs,
+            folds=e.folds, seed=e.seed, device=self.device, solver=e.solver, layer_scaling=scaling,
+            state=self._resume_state(unit), on_epoch=self._on_epoch(unit),
+            **solver_options(get_solver(e.solver), kwargs),
         )
         rows = [{"wc": m.wc, "lay": m.lay, "fold": m.fold, "score": float(result["score"][i]),
                  "best_epoch": int(result["best_epoch"][i]), "n_epochs": int(result["n_epochs"][i]),
@@ -262,10 +266,11 @@ class UnitRunner:
         from lwroi.encoding import LayerWeightedEncoder
 
         e = self.cfg.encoding
-        chosen = self.store.read(f"select/{unit.roi}").payload
+        chosen = self.store.read(f"select/{unit.roi}").payload if uses_grid(self.cfg) else {"wc": None, "lay": None}
         resp, y_train, y_test = self._responses(unit.subject, unit.roi)
         x_train, x_test = self.features.load("train"), self.features.load("test")
-        model = LayerWeightedEncoder(wc=chosen["wc"], lay=chosen["lay"], solver=e.solver,
+        grid = {"wc": chosen["wc"], "lay": chosen["lay"]} if uses_grid(self.cfg) else {}
+        model = LayerWeightedEncoder(**grid, solver=e.solver,
                                      val_fraction=e.val_fraction, device=self.device,
                                      random_state=unit_seed(e.seed, unit.key), **self._train_kwargs())
         val = {"X_val": x_test, "Y_val": y_test} if e.early_stopping_on == "test" else {}

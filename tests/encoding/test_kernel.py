@@ -180,3 +180,9 @@ def test_cuda_matches_cpu(noisy):
     on_gpu = solve_kernel(*(t.cuda() for t in tensors(X_layers, Y)), **kwargs)
     np.testing.assert_allclose(on_gpu.layer_weights, on_cpu.layer_weights, rtol=1e-6)
     np.testing.assert_allclose(on_gpu.coef, on_cpu.coef, rtol=1e-6, atol=1e-9)
+
+
+def test_default_alphas_are_the_configs():
+    from lwroi.config import EncodingConfig
+
+    assert EncodingConfig().kernel_alphas == DEFAULT_ALPHAS

@@ -82,3 +82,11 @@ def test_parse_shard_rejects_bad_text():
     for bad in ("4/4", "x", "1/0", "-1/2"):
         with pytest.raises(ValueError, match="--shard"):
             parse_shard(bad)
+
+
+def test_kernel_solver_plan_fits_straight_after_the_features():
+    """The kernel solver picks its own layer weights and ridge strengths: no grid to tune or select."""
+    units = build_plan(make_cfg(solver="kernel"), cost)
+    assert {u.phase for u in units} == {"extract", "features", "fit"}
+    fits = [u for u in units if u.phase == "fit"]
+    assert len(fits) == 3 * len(VOXELS) and all(u.deps == ("features",) for u in fits)
