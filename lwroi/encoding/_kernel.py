@@ -67,6 +67,7 @@ def solve_kernel(
     refine_steps: int = 6,
     search_voxels: int = 1000,
     memory_budget_mb: float = 1024.0,
+    primal: bool = True,
     seed: SeedLike = 0,
     state: dict | None = None,
     on_epoch: Callable[[int, Callable[[], dict]], None] | None = None,
@@ -118,6 +119,10 @@ def solve_kernel(
         Working memory of the solve beyond its inputs, the Gram matrices and its outputs: half
         bounds the cache of eigendecompositions, half the voxel batches (whose size follows
         from it, so a whole-brain ROI is fitted in several batches with the same result).
+    primal : bool, default=True
+        Also return the primal coefficients (n_features x n_voxels: 3 GB for a whole-brain ROI
+        on 38k features, and the dominant cost of a large fit). Without them, ``coef`` is None
+        and predictions go through ``dual_coef`` and the Gram matrices of the new rows.
     seed, state : ignored
         The search is deterministic (models with the same rows are solved once) and takes
         seconds: an interrupted one starts again and finds the same result.
@@ -128,7 +133,8 @@ def solve_kernel(
     -------
     SGDResult
         ``layer_weights`` is ``sqrt(gamma)`` (so its squares sum to 1); ``coef`` is
-        ``a[layer] * W`` on X's columns, in X's dtype; ``n_epochs`` counts the candidates
+        ``a[layer] * W`` on X's columns, in X's dtype, equal to
+        ``gamma[layer_of_feature][:, None] * X.T @ dual_coef``; ``n_epochs`` counts the candidates
         evaluated, ``best_epoch`` (1-based) is the chosen one, ``best_score`` its J;
         ``history["cv_score"]`` is J of each candidate in order.
     """
@@ -161,12 +167,13 @@ def solve_kernel(
         if key not in solved:
             key = (gram_key, hashlib.sha1(train.tobytes()).digest())
             problem = _Problem(X, layer_of_feature, Y, grams, train, key, alphas_t, budget, search_voxels)
-            solved[key] = problem.solve(design, refine_steps, val, step_done)
+            solved[key] = problem.solve(design, refine_steps, val, step_done, primal)
         results.append(solved[key])
     return SGDResult(
         layer_weights=_stack([r["layer_weights"] for r in results]),
-        coef=_stack([r["coef"] for r in results]),
+        coef=_stack([r["coef"] for r in results]) if primal else None,
         intercept=_stack([r["intercept"] for r in results]),
+        dual_coef=_stack([r["dual_coef"] for r in results]),
         best_epoch=np.array([r["best_step"] for r in results], dtype=np.int64),
         n_epochs=np.full(G, steps, dtype=np.int64),
         best_score=np.array([r["best_score"] for r in results]),
@@ -215,6 +222,7 @@ class _Problem:
         self.train = torch.from_numpy(train).to(self.device)
         self.n = n = len(train)
         self.alphas = alphas
+        self.grams = grams
         self.centred, self.traces = _centred_grams(grams, self.train, key)
         Y_train = Y.index_select(0, self.train).to(torch.float64)
         self.y_mean = Y_train.mean(0)
@@ -276,7 +284,8 @@ class _Problem:
         r2, index = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         return float(r2.mean()), index
 
-    def solve(self, design: np.ndarray, refine_steps: int, val: np.ndarray, step_done: Callable[[], None]) -> dict:
+    def solve(self, design: np.ndarray, refine_steps: int, val: np.ndarray, step_done: Callable[[], None],
+              primal: bool) -> dict:
         """Search gamma (design, then gradient steps), refit at the best, score the validation rows."""
         scores: list[float] = []
         best = {"score": -math.inf, "step": 0}
@@ -303,14 +312,15 @@ class _Problem:
             else:
                 step *= 0.4
         gamma = best["gamma"]
-        coef, intercept = self._refit(gamma)
+        fit = self._refit(gamma, primal)
         return {
             "layer_weights": gamma.sqrt().cpu().numpy(),
-            "coef": coef,
-            "intercept": intercept,
+            "coef": fit["coef"],
+            "dual_coef": fit["dual"].cpu().numpy(),
+            "intercept": fit["intercept"].cpu().numpy(),
             "best_step": best["step"],
             "best_score": best["score"],
-            "val_mean_r": self._score(coef, intercept, val),
+            "val_mean_r": self._score(gamma, fit, val),
             "history": np.asarray(scores),
         }
 
@@ -353,48 +363,55 @@ class _Problem:
         grad_gamma = (self.centred * outer).sum((1, 2)) + alpha_term * self.traces / (n - 1)
         return gamma * (grad_gamma - (gamma * grad_gamma).sum())
 
-    def _refit(self, gamma: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """Each voxel's best alpha at gamma, then primal coefficients on X and intercepts.
+    def _refit(self, gamma: torch.Tensor, primal: bool) -> dict:
+        """Each voxel's best alpha at gamma; dual coefficients, intercepts and (if asked) primal coefficients.
 
-        The coefficients of layer l are ``gamma_l (X_l - mean)^T c`` for dual coefficients
-        ``c = (K_gamma + alpha I)^-1 y``.
+        The dual coefficients ``c = (K_gamma + alpha I)^-1 y`` live on the training rows (zero on
+        the others). ``c`` sums to 0 (the centred kernel has the ones vector in its null space),
+        so layer l's primal coefficients are ``gamma_l X_l^T c`` and the intercept is
+        ``mean(y) - mean_T(x) @ coef = mean(y) - m^T c`` with ``m = sum_l gamma_l K_l[T, T] 1 / n``:
+        everything but the primal coefficients comes from the Gram matrices, never from X.
         """
         eigvals, eigvecs = self.decompose(gamma)
         table = self.gcv_table(eigvals)
-        X, dtype = self.X, self.dtype
-        in_train = torch.zeros(X.shape[0], dtype=dtype, device=self.device)
-        in_train[self.train] = 1.0 / self.n
-        x_mean = in_train @ X
-        scale = gamma.to(dtype).index_select(0, self.lof)
         V = self.Yc.shape[1]
-        coef = np.empty((X.shape[1], V), dtype=torch.empty(0, dtype=dtype).numpy().dtype)
-        intercept = np.empty(V, dtype=coef.dtype)
+        dual = torch.zeros((self.X.shape[0], V), dtype=self.dtype, device=self.device)
         for start in range(0, V, self.batch):
             part = slice(start, start + self.batch)
             z = eigvecs.T @ self.Yc[:, part]
             _, index = self.gcv_r2(z, self.var[part], table)
             shrink = 1.0 / (eigvals[:, None] + table[0][index][None, :])
-            full = torch.zeros((X.shape[0], z.shape[1]), dtype=dtype, device=self.device)
-            full[self.train] = eigvecs @ (z.to(torch.float64) * shrink).to(dtype)
-            block = X.T @ full
-            block -= x_mean[:, None] * full.sum(0)[None, :]
-            block *= scale[:, None]
-            coef[:, part] = block.cpu().numpy()
-            intercept[part] = (self.y_mean[part].to(dtype) - x_mean @ block).cpu().numpy()
-        return coef, intercept
+            dual[self.train, part] = (eigvecs @ (z.to(torch.float64) * shrink).to(self.dtype))
+        cross = self.weighted_grams(gamma, self.train)  # (n_all, n_T)
+        mean_row = cross.index_select(0, self.train).mean(0)
+        intercept = self.y_mean - mean_row @ dual.index_select(0, self.train).to(torch.float64)
+        out = {"dual": dual, "intercept": intercept.to(self.dtype), "coef": None}
+        if primal:
+            scale = gamma.to(self.dtype).index_select(0, self.lof)
+            X_train = self.X.index_select(0, self.train)
+            coef = np.empty((self.X.shape[1], V), dtype=torch.empty(0, dtype=self.dtype).numpy().dtype)
+            for start in range(0, V, self.batch):
+                part = slice(start, start + self.batch)
+                coef[:, part] = (scale[:, None] * (X_train.T @ dual[self.train, part])).cpu().numpy()
+            out["coef"] = coef
+        return out
 
-    def _score(self, coef: np.ndarray, intercept: np.ndarray, val: np.ndarray) -> float:
-        """Mean voxel Pearson r on the validation rows; NaN when there are fewer than 2."""
+    def weighted_grams(self, gamma: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+        """``sum_l gamma_l K_l[:, columns]`` over all rows of X, float64."""
+        return torch.tensordot(gamma, self.grams.index_select(2, columns), dims=1)
+
+    def _score(self, gamma: torch.Tensor, fit: dict, val: np.ndarray) -> float:
+        """Mean voxel Pearson r on the validation rows (predicted from the Gram matrices); NaN when fewer than 2."""
         if len(val) < 2:
             return math.nan
         rows = torch.from_numpy(val).to(self.device)
-        X_val, Y_val = self.X.index_select(0, rows), self.Y.index_select(0, rows)
-        V = coef.shape[1]
+        kernel = self.weighted_grams(gamma, self.train).index_select(0, rows).to(self.dtype)
+        dual_train, Y_val = fit["dual"].index_select(0, self.train), self.Y.index_select(0, rows)
+        V = dual_train.shape[1]
         total = 0.0
         for start in range(0, V, self.batch):
             part = slice(start, start + self.batch)
-            pred = X_val @ torch.from_numpy(coef[:, part]).to(self.device)
-            pred += torch.from_numpy(intercept[part]).to(self.device)
+            pred = kernel @ dual_train[:, part] + fit["intercept"][part]
             total += float(pearson_r_columns_torch(Y_val[:, part], pred).sum())
         return total / V
 

@@ -61,16 +61,21 @@ class SGDResult:
     history : dict of str to array of shape (n_models, n_epochs_run)
         ``"val_score"`` and ``"train_loss"`` (mean over the epoch's minibatches, penalties
         included) per epoch; NaN after a model stopped.
+    dual_coef : array of shape (n_models, n_samples, n_voxels), optional
+        Dual-form solvers only: coefficients on X's rows (zero outside the training rows) with
+        ``coef = (layer_weights[layer_of_feature] ** 2)[:, None] * X.T @ dual_coef``. ``coef`` is
+        None when the caller asked for the dual form alone.
     """
 
     layer_weights: np.ndarray
-    coef: np.ndarray
+    coef: np.ndarray | None
     intercept: np.ndarray
     best_epoch: np.ndarray
     n_epochs: np.ndarray
     best_score: np.ndarray
     val_mean_r: np.ndarray
     history: dict[str, np.ndarray]
+    dual_coef: np.ndarray | None = None
 
 
 def solve_sgd(

@@ -6,6 +6,7 @@ solver from ``SOLVERS`` (arrays and a device in, arrays out); it holds no numeri
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from numbers import Integral, Real
 from typing import ClassVar
@@ -59,8 +60,13 @@ def stack_layer_features(
 
 
 def _block_norm(block: np.ndarray) -> float:
-    """Root-mean-square norm of a block's centred rows; 1 for a constant block."""
-    norm = float(np.sqrt(np.asarray(block, dtype=np.float64).var(axis=0).sum()))
+    """Root-mean-square norm of a block's centred rows; 1 for a constant block.
+
+    Column variances in torch (two-pass, all cores, no float64 copy of a 100 MB block), summed
+    in float64.
+    """
+    variances = torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32)).var(dim=0, correction=0)
+    norm = float(variances.double().sum()) ** 0.5
     return norm if norm > 0 else 1.0
 
 
@@ -249,13 +255,19 @@ class LayerWeightedEncoder(BaseEstimator):
             seed=self.random_state,
             state=state,
             on_epoch=on_epoch,
-            **solver_options(solver, shared),
+            **solver_options(solver, {**shared, "primal": False}),
         )
         self.solver_ = self.solver
         self.n_layers_ = len(X)
         self.layer_dims_ = [x.shape[1] for x in X]
         self.layer_weights_ = result.layer_weights[0]
-        self.coef_ = result.coef[0] * feature_scale[:, None]
+        self._feature_scale = feature_scale
+        if result.dual_coef is None:
+            self._dual, self._coef = None, result.coef[0] * feature_scale[:, None]
+        else:  # keep the training rows: predictions go through their Gram matrices, never a D x V matrix
+            rows = features if len(train) == len(features) else features[train]
+            self._dual, self._coef = (rows, result.dual_coef[0][train]), None
+            self._parts_cache: dict[bytes, list[np.ndarray]] = {}
         self.intercept_ = result.intercept[0]
         self.n_epochs_ = int(result.n_epochs[0])
         self.best_epoch_ = int(result.best_epoch[0])
@@ -297,10 +309,40 @@ class LayerWeightedEncoder(BaseEstimator):
         total = r.sum()
         return r / total if total > 0 else np.full(len(r), 1.0 / len(r))
 
+    @property
+    def coef_(self) -> np.ndarray:
+        """Coefficients on the unscaled, concatenated input layers (computed from the dual form on first use)."""
+        if self._coef is None:
+            features, dual = self._dual
+            gamma = np.repeat(self.layer_weights_.astype(np.float32) ** 2, self.layer_dims_)
+            self._coef = (gamma * self._feature_scale)[:, None] * (features.T @ dual)
+        return self._coef
+
     def _layer_predictions(self, X: list[np.ndarray]) -> list[np.ndarray]:
-        """Each layer's term ``X_l @ coef_l`` of the prediction, without the intercept."""
+        """Each layer's term ``X_l @ coef_l`` of the prediction, without the intercept.
+
+        Dual form (kernel solver): ``a_l^2 K_l(X, X_train) @ dual``, the cross Gram matrices
+        costing n_new x n_train x n_features; cached by the rows' content, so scoring and layer
+        contributions on the same rows pay for them once.
+        """
         bounds = np.cumsum([0, *self.layer_dims_])
-        return [x @ self.coef_[start:stop] for x, start, stop in zip(X, bounds[:-1], bounds[1:], strict=True)]
+        spans = list(zip(bounds[:-1], bounds[1:], strict=True))
+        if self._dual is None:
+            return [x @ self.coef_[start:stop] for x, (start, stop) in zip(X, spans, strict=True)]
+        digest = hashlib.sha1()
+        for x in X:
+            digest.update(np.ascontiguousarray(x).data)
+        key = digest.digest()
+        if key not in self._parts_cache:
+            if len(self._parts_cache) >= 2:
+                self._parts_cache.pop(next(iter(self._parts_cache)))
+            features, dual = self._dual
+            weights = self.layer_weights_.astype(np.float32)
+            self._parts_cache[key] = [
+                (a * a) * (((x * self._feature_scale[start]) @ features[:, start:stop].T) @ dual)
+                for a, x, (start, stop) in zip(weights, X, spans, strict=True)
+            ]
+        return self._parts_cache[key]
 
 
 def _check_layers(X: Sequence[np.ndarray], name: str, dims: Sequence[int] | None = None) -> list[np.ndarray]:

@@ -117,6 +117,8 @@ def test_small_memory_budget_batches_voxels_with_same_numbers(noisy):
     np.testing.assert_allclose(several.history["cv_score"], one.history["cv_score"], rtol=1e-10)
     np.testing.assert_allclose(several.layer_weights, one.layer_weights, rtol=1e-10)
     np.testing.assert_allclose(several.coef, one.coef, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(several.dual_coef, one.dual_coef, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(several.intercept, one.intercept, rtol=1e-8, atol=1e-12)
     np.testing.assert_allclose(several.val_mean_r, one.val_mean_r, rtol=1e-10)
 
 
@@ -138,6 +140,8 @@ def test_estimator_fits_every_row_and_documents_the_search(noisy):
     est = LayerWeightedEncoder(solver="kernel", device="cpu", **SMALL).fit(X, Y)
     assert est.solver_ == "kernel" and est.n_epochs_ == 10 and 1 <= est.best_epoch_ <= 10
     assert est.history_["cv_score"].shape == (10,) and np.isnan(est.val_mean_r_)
+    est.score(X_test, Y_test), est.layer_contributions(X_test, Y_test)
+    assert est._coef is None, "predicting in dual form must not build the n_features x n_voxels matrix"
     assert est.coef_.shape == (sum(x.shape[1] for x in X), Y.shape[1])
     np.testing.assert_allclose(est.predict(X_test), np.hstack(X_test) @ est.coef_ + est.intercept_, rtol=1e-4,
                                atol=1e-5)  # fmt: skip
