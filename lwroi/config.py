@@ -139,7 +139,8 @@ class EncodingConfig:
 
     _constraints: ClassVar[dict[str, Callable[[Any], str | None]]] = {
         "solver": lambda v: _check(v in ("sgd", "kernel"), "must be one of: sgd, kernel"),
-        "kernel_alphas": lambda v: _check(len(v) > 0 and all(x > 0 for x in v), "must be a non-empty list of values > 0"),
+        "kernel_alphas": lambda v: _check(len(v) > 0 and all(x > 0 for x in v),
+                                          "must be a non-empty list of values > 0"),
         "kernel_search_steps": lambda v: _check(v >= 1, "must be >= 1"),
         "kernel_refine_steps": lambda v: _check(v >= 0, "must be >= 0"),
         "kernel_search_voxels": lambda v: _check(v >= 1, "must be >= 1"),

@@ -106,7 +106,8 @@ def test_shipped_configs_load():
 
 
 def test_kernel_solver_and_its_settings_are_accepted(tmp_path):
-    cfg = load_config(write(tmp_path, "encoding:\n  solver: kernel\n  kernel_refine_steps: 0\n  memory_budget_mb: 64\n"))
+    text = "encoding:\n  solver: kernel\n  kernel_refine_steps: 0\n  memory_budget_mb: 64\n"
+    cfg = load_config(write(tmp_path, text))
     assert (cfg.encoding.solver, cfg.encoding.kernel_refine_steps, cfg.encoding.memory_budget_mb) == ("kernel", 0, 64)
     with pytest.raises(ConfigError, match=r"encoding.solver = 'lbfgs': must be one of: sgd, kernel"):
         load_config(write(tmp_path, "encoding:\n  solver: lbfgs\n"))

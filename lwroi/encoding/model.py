@@ -7,6 +7,7 @@ solver from ``SOLVERS`` (arrays and a device in, arrays out); it holds no numeri
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Callable, Sequence
 from numbers import Integral, Real
 from typing import ClassVar
@@ -326,7 +327,7 @@ class LayerWeightedEncoder(BaseEstimator):
         contributions on the same rows pay for them once.
         """
         bounds = np.cumsum([0, *self.layer_dims_])
-        spans = list(zip(bounds[:-1], bounds[1:], strict=True))
+        spans = list(itertools.pairwise(bounds))
         if self._dual is None:
             return [x @ self.coef_[start:stop] for x, (start, stop) in zip(X, spans, strict=True)]
         digest = hashlib.sha1()
