@@ -94,3 +94,16 @@ def test_heldout_accuracy_of_each_roi_approaches_planted_noise_ceiling(solver_fi
     }
     failing = {roi: round(s, 2) for roi, s in share.items() if not s >= MIN_CEILING_SHARE}
     assert not failing, f"mean held-out r / noise ceiling < {MIN_CEILING_SHARE}: {failing}"
+
+
+@pytest.mark.slow
+def test_noise_ceiling_from_the_repetitions_matches_the_planted_one(fitted) -> None:
+    """results.csv's split-half noise ceiling (Spearman-Brown) per ROI, against the planted noise."""
+    truth, results, summary = fitted
+    table = summary.set_index("roi")
+    for roi, planted in truth["rois"].items():
+        assert table.loc[roi, "noise_ceiling_mean"] == pytest.approx(planted["noise_ceiling"], abs=0.03), roi
+        rows = results[results["roi"] == roi]
+        assert (rows["n_reliable_voxels"] == rows["n_valid_voxels"]).all(), roi  # planted signal everywhere
+        ratio = rows["pcc_normalized"] / rows["pcc"]
+        assert (ratio > 1).all(), roi  # normalising by a ceiling below 1 raises every score

@@ -11,6 +11,7 @@ from lwroi.data.algonauts import (
     load_roi_responses,
     roi_response_path,
 )
+from lwroi.data.reliability import noise_normalised, split_half_reliability
 from lwroi.data.splits import heldout_split, inner_validation_split, kfold_splits
 from lwroi.data.synthetic import (
     DEFAULT_NOISE_SD,
@@ -35,8 +36,10 @@ __all__ = [
     "load_roi_responses",
     "make_video_frames",
     "noise_ceiling",
+    "noise_normalised",
     "planted_layer_profiles",
     "roi_response_path",
+    "split_half_reliability",
     "write_synthetic_dataset",
     "write_video",
 ]

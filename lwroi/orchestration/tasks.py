@@ -16,7 +16,14 @@ from typing import Any
 import numpy as np
 
 from lwroi.config import Config, stable_hash
-from lwroi.data import check_dataset, heldout_split, list_videos, load_roi_responses
+from lwroi.data import (
+    check_dataset,
+    heldout_split,
+    list_videos,
+    load_roi_responses,
+    noise_normalised,
+    split_half_reliability,
+)
 from lwroi.exceptions import Interrupted
 from lwroi.orchestration.journal import Journal
 from lwroi.orchestration.plan import Unit, uses_grid
@@ -277,12 +284,18 @@ class UnitRunner:
         model.fit(x_train, y_train, state=self._resume_state(unit), on_epoch=self._on_epoch(unit), **val)
         scores = np.full(resp.n_voxels, np.nan, dtype=np.float32)
         scores[resp.valid] = model.score_voxels(x_test, y_test)
+        reliability = np.full(resp.n_voxels, np.nan, dtype=np.float32)
+        reliability[resp.valid] = split_half_reliability(resp.repetitions[:, :, resp.valid])
+        reliable = resp.valid & (reliability > 0)
         challenge = np.full((self.features.n_samples("challenge"), resp.n_voxels), np.nan, dtype=np.float32)
         if challenge.shape[0]:
             challenge[:, resp.valid] = model.predict(self.features.load("challenge"))
         payload = {
             "subject": unit.subject, "roi": unit.roi, "pcc": float(np.nanmean(scores)),
             "n_voxels": int(resp.n_voxels), "n_valid_voxels": int(resp.valid.sum()),
+            "noise_ceiling": _mean_or_none(np.sqrt(reliability[reliable])),
+            "pcc_normalized": _mean_or_none(noise_normalised(scores, reliability)[reliable]),
+            "n_reliable_voxels": int(reliable.sum()),
             "wc": chosen["wc"], "lay": chosen["lay"], "solver": model.solver_,
             "best_epoch": int(model.best_epoch_), "n_epochs": int(model.n_epochs_),
             "layers": list(self.features.layers),
@@ -291,5 +304,11 @@ class UnitRunner:
             "random_weights": bool(self.features.meta["weights"]["random_init"]),
         }
         history = {f"history_{k}": np.asarray(v, dtype=np.float32) for k, v in model.history_.items()}
-        self.store.write_ok(unit.key, payload, {"scores": scores, "challenge_pred": challenge, **history})
+        arrays = {"scores": scores, "reliability": reliability, "challenge_pred": challenge, **history}
+        self.store.write_ok(unit.key, payload, arrays)
         self._finish(unit)
+
+
+def _mean_or_none(values: np.ndarray) -> float | None:
+    """The mean, or None (JSON null) for no values: an ROI without a reliable voxel has no ceiling."""
+    return float(np.mean(values)) if values.size else None

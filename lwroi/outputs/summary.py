@@ -45,23 +45,28 @@ def reduce_run(store: ResultStore, units: list[Unit]) -> Reduction:
             rows.append(_result_row(record.payload))
     results = pd.DataFrame(rows)
     if results.empty:
-        return Reduction(results, pd.DataFrame(columns=["roi", "pcc_mean", "pcc_std", "n_subjects"]), missing, failed)
+        columns = ["roi", "pcc_mean", "pcc_std", "n_subjects", "noise_ceiling_mean", "pcc_normalized_mean"]
+        return Reduction(results, pd.DataFrame(columns=columns), missing, failed)
+    for column in ("noise_ceiling", "pcc_normalized", "n_reliable_voxels"):
+        results[column] = pd.to_numeric(results[column])  # None (no reliable voxel, or an older record) -> NaN
     roi_order = list(dict.fromkeys(u.roi for u in units if u.phase == "fit"))
     results["roi"] = pd.Categorical(results["roi"], categories=roi_order, ordered=True)
     results = results.sort_values(["roi", "subject"]).reset_index(drop=True)
-    summary = (
-        results.groupby("roi", observed=True)["pcc"]
-        .agg(pcc_mean="mean", pcc_std=lambda s: float(np.std(s, ddof=0)), n_subjects="count")
-        .reset_index()
-    )
+    by_roi = results.groupby("roi", observed=True)
+    summary = by_roi["pcc"].agg(pcc_mean="mean", pcc_std=lambda s: float(np.std(s, ddof=0)), n_subjects="count")
+    summary["noise_ceiling_mean"] = by_roi["noise_ceiling"].mean()
+    summary["pcc_normalized_mean"] = by_roi["pcc_normalized"].mean()
+    summary = summary.reset_index()
     results["roi"] = results["roi"].astype(str)
     summary["roi"] = summary["roi"].astype(str)
     return Reduction(results, summary, missing, failed)
 
 
 def _result_row(payload: dict) -> dict:
-    row = {k: payload[k] for k in ("subject", "roi", "pcc", "n_voxels", "n_valid_voxels", "wc", "lay",
-                                   "solver", "best_epoch", "n_epochs", "random_weights")}
+    row = {k: payload[k] for k in ("subject", "roi", "pcc", "n_voxels", "n_valid_voxels")}
+    # noise ceilings came later: records of older runs lack them, and their rows show them empty
+    row.update({k: payload.get(k) for k in ("noise_ceiling", "pcc_normalized", "n_reliable_voxels")})
+    row.update({k: payload[k] for k in ("wc", "lay", "solver", "best_epoch", "n_epochs", "random_weights")})
     for name, weight in zip(payload["layers"], payload["layer_weights"], strict=True):
         row[f"weight_{name}"] = weight
     for name, contribution in zip(payload["layers"], payload["contributions"], strict=True):
