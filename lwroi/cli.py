@@ -2,7 +2,7 @@
 
 Exit codes: 0 done; 1 a unit failed (its error record says why; a rerun retries it);
 2 bad command line, config, data layout or run directory (nothing was computed);
-3 results incomplete (``summarize`` found units missing); 75 stopped by SIGTERM/SIGUSR1
+3 results incomplete (``summarize`` or ``export`` found units missing); 75 stopped by SIGTERM/SIGUSR1
 after checkpointing: resubmit the same command to continue.
 """
 
@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     summ.add_argument("--array-states", metavar="FILE", type=argparse.FileType("r"),
                       help="`scontrol show job --oneliner ARRAY_JOB` output ('-': stdin): also list the array "
                            "tasks that did not complete (the reduce job of `lwroi submit` passes it)")
+    export = sub.add_parser("export", help="write the Algonauts 2021 challenge submission of a finished run",
+                            description="Gather every fit's predictions of the challenge videos into the Algonauts "
+                                        "2021 submission format: per track a pickle {ROI: {subXX: array (videos, "
+                                        "voxels)}} and a zip holding it, checked for every subject, ROI and shape.")
+    export.add_argument("run_dir", type=Path)
+    export.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/export)")
     subm = sub.add_parser("submit", help="submit the run to Slurm: extract job -> array of plan shards -> reduce job",
                           description="Submit CONFIG as a chain of Slurm jobs running the apptainer image: "
                                       "`lwroi extract` (left out when the features are done), an array whose task i "
@@ -108,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             return _summarize(args.run_dir, args.array_states)
         if args.verb == "submit":
             return _submit(args)
+        if args.verb == "export":
+            return _export(args.run_dir, args.out)
         return _status(args.run_dir)
     except LwroiError as exc:
         print(f"lwroi {args.verb}: error: {exc}", file=sys.stderr)
@@ -171,6 +179,29 @@ def _summarize(run_dir: Path, array_states: TextIO | None = None) -> int:
     for path in write_tables(run_dir, reduction, store)[:2]:
         print(f"wrote {path}")
     print(reduction.summary.to_string(index=False))
+    return 0
+
+
+def _export(run_dir: Path, out: Path | None) -> int:
+    from lwroi.orchestration.schedule import EXIT_INCOMPLETE
+    from lwroi.outputs.export import IncompleteRunError, collect_submission, write_submission
+
+    _, store, units = _plan_of(run_dir)
+    try:
+        submission, excluded = collect_submission(store, units)
+    except IncompleteRunError as exc:
+        for key in exc.missing:
+            print(f"missing: {key}", file=sys.stderr)
+        print(f"lwroi export: {exc}; finish the run first (rerun the same command)", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    for path in write_submission(out or run_dir / "export", submission):
+        print(f"wrote {path}")
+    for track, rois in sorted(submission.items()):
+        shapes = ", ".join(f"{roi} {next(iter(subs.values())).shape} x {len(subs)} subjects"
+                           for roi, subs in rois.items())
+        print(f"  {track}: {shapes}")
+    if excluded:
+        print(f"  {excluded} voxel column(s) excluded from fitting (constant or all-NaN responses) are written as 0")
     return 0
 
 
