@@ -166,7 +166,7 @@ def _summarize(run_dir: Path, array_states: TextIO | None = None) -> int:
         completed = sum(s.n_tasks for s in states if s.state == "COMPLETED")
         print(f"lwroi summarize: {completed} of {sum(s.n_tasks for s in states)} array task(s) COMPLETED",
               file=sys.stderr)
-    _, store, units = _plan_of(run_dir)
+    cfg, store, units = _plan_of(run_dir)
     reduction = reduce_run(store, units)
     if not reduction.complete:
         for key in reduction.failed:
@@ -176,7 +176,7 @@ def _summarize(run_dir: Path, array_states: TextIO | None = None) -> int:
         print(f"lwroi summarize: {len(reduction.missing)} unit(s) missing and {len(reduction.failed)} failed in "
               f"{run_dir}; tables not written (rerun the same command to finish the run)", file=sys.stderr)
         return EXIT_INCOMPLETE
-    for path in write_tables(run_dir, reduction, store)[:2]:
+    for path in write_tables(run_dir, reduction, store, cfg.data.wb_affine)[:2]:
         print(f"wrote {path}")
     print(reduction.summary.to_string(index=False))
     return 0

@@ -40,8 +40,12 @@ class DataConfig:
     n_test: int = 100
     """Training videos held out for evaluation (fixed permutation, ``split_seed``)."""
     split_seed: int = 400
+    wb_affine: tuple[float, ...] = ()
+    """Voxel-to-world affine of the WB volume, 16 values row-major (copy it from the data's NIfTI);
+    empty: identity, with a warning. Used by the whole-brain score maps (scores/*_WB.nii.gz)."""
 
     _constraints: ClassVar[dict[str, Callable[[Any], str | None]]] = {
+        "wb_affine": lambda v: _check(len(v) in (0, 16), "must be empty or 16 values (a 4x4 matrix, row-major)"),
         "subjects": lambda v: _check(len(v) > 0 and len(set(v)) == len(v), "must be a non-empty list without repeats"),
         "rois": lambda v: _check(len(v) > 0 and len(set(v)) == len(v), "must be a non-empty list without repeats"),
         "n_train_videos": lambda v: _check(v >= 4, "must be >= 4"),

@@ -113,3 +113,8 @@ def test_kernel_solver_and_its_settings_are_accepted(tmp_path):
         load_config(write(tmp_path, "encoding:\n  solver: lbfgs\n"))
     with pytest.raises(ConfigError, match=r"encoding.kernel_alphas = \[0.0\]: must be"):
         load_config(write(tmp_path, "encoding:\n  kernel_alphas: [0]\n"))
+
+
+def test_wb_affine_needs_16_values(tmp_path):
+    with pytest.raises(ConfigError, match=r"data.wb_affine = \[1.0, 0.0\]: must be empty or 16 values"):
+        load_config(write(tmp_path, "data:\n  wb_affine: [1, 0]\n"))

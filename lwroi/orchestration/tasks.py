@@ -305,6 +305,8 @@ class UnitRunner:
         }
         history = {f"history_{k}": np.asarray(v, dtype=np.float32) for k, v in model.history_.items()}
         arrays = {"scores": scores, "reliability": reliability, "challenge_pred": challenge, **history}
+        if resp.voxel_mask is not None:  # WB: where each voxel sits in the volume, for the NIfTI maps
+            arrays["voxel_mask"] = (np.asarray(resp.voxel_mask) == 1).astype(np.uint8)
         self.store.write_ok(unit.key, payload, arrays)
         self._finish(unit)
 

@@ -7,6 +7,7 @@ silently summarising a partial run.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,8 +15,10 @@ import numpy as np
 import pandas as pd
 
 from lwroi._io import atomic_path, atomic_save_npy
+from lwroi.data import noise_normalised
 from lwroi.orchestration.plan import Unit
 from lwroi.orchestration.results import ResultStore
+from lwroi.outputs.volumes import scores_volume, volume_affine, write_nifti
 
 
 @dataclass
@@ -74,8 +77,13 @@ def _result_row(payload: dict) -> dict:
     return row
 
 
-def write_tables(run_dir: str | Path, reduction: Reduction, store: ResultStore) -> list[Path]:
-    """Write ``results.csv``, ``summary.csv`` and ``scores/<subject>_<roi>.npy`` atomically."""
+def write_tables(run_dir: str | Path, reduction: Reduction, store: ResultStore,
+                 wb_affine: Sequence[float] = ()) -> list[Path]:
+    """Write ``results.csv``, ``summary.csv``, ``scores/<subject>_<roi>.npy`` and WB NIfTI maps atomically.
+
+    A fit with a voxel mask (WB) also gets ``scores/<subject>_<roi>.nii.gz`` (held-out r) and
+    ``scores/<subject>_<roi>_normalized.nii.gz`` (r / sqrt(reliability)) in the scanner volume.
+    """
     run_dir = Path(run_dir)
     written = []
     for name, table in (("results.csv", reduction.results), ("summary.csv", reduction.summary)):
@@ -85,6 +93,15 @@ def write_tables(run_dir: str | Path, reduction: Reduction, store: ResultStore) 
     for _, row in reduction.results.iterrows():
         key = f"fit/{row['subject']}/{row['roi']}"
         target = run_dir / "scores" / f"{row['subject']}_{row['roi']}.npy"
-        atomic_save_npy(target, store.load_array(key, "scores"))
+        scores = store.load_array(key, "scores")
+        atomic_save_npy(target, scores)
         written.append(target)
+        record = store.read(key, verify_arrays=False)
+        if "voxel_mask" in record.arrays:
+            mask = store.load_array(key, "voxel_mask")
+            affine = volume_affine(wb_affine)
+            normalised = noise_normalised(scores, store.load_array(key, "reliability"))
+            for suffix, values in (("", scores), ("_normalized", normalised)):
+                path = run_dir / "scores" / f"{row['subject']}_{row['roi']}{suffix}.nii.gz"
+                written.append(write_nifti(path, scores_volume(values, mask), affine))
     return written
