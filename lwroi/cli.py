@@ -77,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
                                         "voxels)}} and a zip holding it, checked for every subject, ROI and shape.")
     export.add_argument("run_dir", type=Path)
     export.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/export)")
+    rep = sub.add_parser("report", help="write an HTML report with figures of a summarised run",
+                         description="Write RUN_DIR/report/index.html and its PNG figures: ROI x layer heatmaps of "
+                                     "layer weights and contributions, held-out accuracy per ROI with each subject "
+                                     "and the noise ceiling, chosen hyper-parameters, SGD learning curves, tables.")
+    rep.add_argument("run_dir", type=Path)
+    rep.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/report)")
     subm = sub.add_parser("submit", help="submit the run to Slurm: extract job -> array of plan shards -> reduce job",
                           description="Submit CONFIG as a chain of Slurm jobs running the apptainer image: "
                                       "`lwroi extract` (left out when the features are done), an array whose task i "
@@ -116,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             return _submit(args)
         if args.verb == "export":
             return _export(args.run_dir, args.out)
+        if args.verb == "report":
+            return _report(args.run_dir, args.out)
         return _status(args.run_dir)
     except LwroiError as exc:
         print(f"lwroi {args.verb}: error: {exc}", file=sys.stderr)
@@ -143,10 +151,10 @@ def _run(args: argparse.Namespace) -> int:
 def _plan_of(run_dir: Path):
     from lwroi.orchestration.plan import build_plan
     from lwroi.orchestration.results import ResultStore
-    from lwroi.orchestration.rundir import load_run_config
+    from lwroi.orchestration.rundir import load_run_config, run_fingerprint
 
     cfg = load_run_config(run_dir)
-    store = ResultStore(run_dir, cfg.fingerprint())
+    store = ResultStore(run_dir, run_fingerprint(run_dir))
 
     def roi_cost(subject: str, roi: str) -> float:
         return 1.0
@@ -179,6 +187,19 @@ def _summarize(run_dir: Path, array_states: TextIO | None = None) -> int:
     for path in write_tables(run_dir, reduction, store, cfg.data.wb_affine)[:2]:
         print(f"wrote {path}")
     print(reduction.summary.to_string(index=False))
+    return 0
+
+
+def _report(run_dir: Path, out: Path | None) -> int:
+    from lwroi.outputs.report import write_report
+
+    _, store, _ = _plan_of(run_dir)
+    try:
+        page = write_report(run_dir, store, out)
+    except FileNotFoundError as exc:
+        print(f"lwroi report: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {page}")
     return 0
 
 

@@ -77,3 +77,17 @@ def load_run_config(run_dir: str | Path) -> Config:
     import yaml
 
     return config_from_dict(yaml.safe_load(path.read_text()), source=str(path))
+
+
+def run_fingerprint(run_dir: str | Path) -> str:
+    """The fingerprint the run directory's results were written under (from ``run.json``).
+
+    Read-only verbs (summarize, status, report, export) use it rather than recomputing it from
+    the config: a newer lwroi that adds a setting would otherwise compute another fingerprint
+    and take the run's own records for foreign ones.
+    """
+    path = Path(run_dir) / RUN_FILE
+    try:
+        return str(json.loads(path.read_text())["fingerprint"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{run_dir}: cannot read the run's fingerprint from {path} ({exc})") from None

@@ -80,6 +80,23 @@ def test_summarize_from_files_matches_the_run(demo_workspace, reference_run):
     assert_tables_equal(run, reference_run, atol=0)
 
 
+def test_read_only_verbs_trust_the_fingerprint_the_run_recorded(demo_workspace, reference_run):
+    """A run written by an lwroi whose fingerprint differed (e.g. before a setting was added) is still
+    summarised, reported and exported from its own records, and none of them is moved aside."""
+    run = copy_run(reference_run, demo_workspace, "older")
+    for path in [run / "run.json", *(run / "units").rglob("*.json")]:
+        record = json.loads(path.read_text())
+        record["fingerprint"] = "written-by-an-older-lwroi"
+        path.write_text(json.dumps(record))
+    for name in ("summary.csv", "results.csv"):
+        (run / name).unlink()
+    run_lwroi("summarize", str(run), cwd=demo_workspace)
+    run_lwroi("report", str(run), cwd=demo_workspace)
+    run_lwroi("export", str(run), cwd=demo_workspace)
+    assert_tables_equal(run, reference_run, atol=0)
+    assert not list((run / "units").rglob("*.invalid-*"))
+
+
 def test_status_counts_units_per_phase(demo_workspace, reference_run):
     run = copy_run(reference_run, demo_workspace, "status")
     (run / "units" / "fit" / "sub01" / "V1.json").unlink()

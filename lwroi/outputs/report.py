@@ -1,0 +1,191 @@
+"""``lwroi report``: one HTML page with the figures a reader of the paper looks for first.
+
+The page shows, from a finished run's tables and unit records: the ROI x layer heatmaps of
+layer weights and layer contributions (the paper's central figure), held-out accuracy per ROI
+with every subject's value and the noise ceiling, the chosen hyper-parameters, SGD learning
+curves, and the two tables. Figures are PNG files beside ``index.html`` (matplotlib, Agg
+backend: no display needed on a cluster node); every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lwroi._io import atomic_write_bytes
+from lwroi.orchestration.results import ResultStore
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One PNG of the report and what it shows."""
+
+    file: str
+    title: str
+    caption: str
+
+
+def write_report(run_dir: str | Path, store: ResultStore, out_dir: str | Path | None = None) -> Path:
+    """Write ``index.html`` and its PNG figures under ``out_dir`` (default ``RUN_DIR/report``); return the page.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``results.csv`` or ``summary.csv`` is missing (run ``lwroi summarize`` first).
+    """
+    run_dir = Path(run_dir)
+    out = Path(out_dir) if out_dir is not None else run_dir / "report"
+    for name in ("results.csv", "summary.csv"):
+        if not (run_dir / name).is_file():
+            raise FileNotFoundError(f"{run_dir / name} is missing: run `lwroi summarize {run_dir}` first")
+    results, summary = pd.read_csv(run_dir / "results.csv"), pd.read_csv(run_dir / "summary.csv")
+    layers = [c.removeprefix("weight_") for c in results.columns if c.startswith("weight_")]
+    rois = list(summary["roi"])
+    figures = [
+        Figure(_save(out, "layer_weights.png",
+                     _heatmap(results, rois, layers, "weight_", "layer weight (mean over subjects)")),
+               "Layer weights per ROI",
+               "Learned non-negative weight of each DNN layer, mean over subjects: early visual ROIs should weight "
+               "early layers, higher ROIs later ones."),
+        Figure(_save(out, "layer_contributions.png",
+                     _heatmap(results, rois, layers, "contrib_", "layer contribution (share of accuracy)")),
+               "Layer contributions per ROI",
+               "Share of the held-out accuracy each layer carries alone (r with only that layer kept, negatives "
+               "clipped to 0, normalised to sum 1), mean over subjects."),
+        Figure(_save(out, "pcc.png", _accuracy(results, summary, rois)), "Held-out accuracy per ROI",
+               "Mean voxel Pearson r on the held-out videos: bars are the subject mean, dots each subject, the "
+               "black tick the noise ceiling (split-half reliability, Spearman-Brown)."),
+    ]
+    curves = _learning_curves(results, store, rois)
+    if curves is not None:
+        figures.append(Figure(_save(out, "learning_curves.png", curves), "Learning curves (SGD)",
+                              "Validation score per epoch of each subject's final fit; the circle marks the "
+                              "restored (best) epoch."))
+    page = out / "index.html"
+    atomic_write_bytes(page, _page(run_dir, figures, results, summary).encode())
+    return page
+
+
+def _save(out: Path, name: str, figure) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    atomic_write_bytes(out / name, buffer.getvalue())
+    return name
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _heatmap(results: pd.DataFrame, rois: list[str], layers: list[str], prefix: str, label: str):
+    plt = _pyplot()
+    values = results.groupby("roi")[[prefix + layer for layer in layers]].mean().reindex(rois).to_numpy(float)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * len(layers), 1.0 + 0.45 * len(rois)))
+    image = ax.imshow(values, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(layers)), layers, rotation=45, ha="right")
+    ax.set_yticks(range(len(rois)), rois)
+    ax.set_xlabel("DNN layer")
+    ax.set_ylabel("ROI")
+    fig.colorbar(image, ax=ax, label=label)
+    return fig
+
+
+def _accuracy(results: pd.DataFrame, summary: pd.DataFrame, rois: list[str]):
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(1.5 + 0.6 * len(rois), 3.6))
+    positions = np.arange(len(rois))
+    means = summary.set_index("roi").reindex(rois)
+    ax.bar(positions, means["pcc_mean"], color="#8fb3d9", label="mean over subjects")
+    for i, roi in enumerate(rois):
+        values = results.loc[results["roi"] == roi, "pcc"].to_numpy(float)
+        jitter = np.linspace(-0.2, 0.2, len(values)) if len(values) > 1 else np.zeros(1)
+        ax.scatter(i + jitter, values, color="#1f3b5a", s=14, zorder=3, label="subject" if i == 0 else None)
+    if "noise_ceiling_mean" in means:
+        ax.scatter(positions, means["noise_ceiling_mean"], marker="_", s=400, color="black", zorder=4,
+                   label="noise ceiling")
+    ax.set_xticks(positions, rois, rotation=45, ha="right")
+    ax.set_xlabel("ROI")
+    ax.set_ylabel("held-out Pearson r")
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return fig
+
+
+def _learning_curves(results: pd.DataFrame, store: ResultStore, rois: list[str]):
+    """One panel per ROI with each subject's validation curve; None when no fit kept a curve (kernel)."""
+    curves = {}
+    for _, row in results.iterrows():
+        key = f"fit/{row['subject']}/{row['roi']}"
+        record = store.read(key, verify_arrays=False)
+        if record is not None and "history_val_score" in record.arrays:
+            curves[(row["roi"], row["subject"])] = (store.load_array(key, "history_val_score"), int(row["best_epoch"]))
+    if not curves:
+        return None
+    plt = _pyplot()
+    shown = [roi for roi in rois if any(r == roi for r, _ in curves)]
+    cols = min(5, len(shown))
+    rows = -(-len(shown) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.2 * rows), squeeze=False, sharex=True)
+    for ax, roi in zip(axes.flat, shown, strict=False):
+        for (r, subject), (curve, best) in curves.items():
+            if r == roi:
+                line, = ax.plot(np.arange(1, len(curve) + 1), curve, linewidth=1, label=subject)
+                if 1 <= best <= len(curve):
+                    ax.plot(best, curve[best - 1], "o", color=line.get_color(), markersize=4)
+        ax.set_title(roi, fontsize=9)
+    for ax in axes.flat[len(shown):]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("validation score")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.tight_layout()
+    fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, title="subject")
+    return fig
+
+
+def _page(run_dir: Path, figures: list[Figure], results: pd.DataFrame, summary: pd.DataFrame) -> str:
+    params = results.groupby("roi", sort=False)[["solver", "wc", "lay"]].first().reset_index()
+    warning = ""
+    if "random_weights" in results and results["random_weights"].astype(str).str.lower().eq("true").any():
+        warning = ("<p class='warn'>The features came from an untrained (randomly initialised) network: "
+                   "the layer profiles show the method, not a trained DNN's brain-likeness.</p>")
+    sections = "\n".join(
+        f"<section><h2>{html.escape(f.title)}</h2>"
+        f"<img src='{html.escape(f.file)}' alt='{html.escape(f.title)}' "
+        "onload=\"this.dataset.loaded='1'\" "
+        "onerror=\"this.dataset.loaded='0';this.insertAdjacentHTML('afterend',"
+        "'<p class=warn>figure file missing: '+this.getAttribute('src')+'</p>')\">"
+        f"<p>{html.escape(f.caption)}</p></section>"
+        for f in figures
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>lwroi report: {html.escape(run_dir.name)}</title>
+<style>
+body {{ font-family: sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }}
+img {{ max-width: 100%; }} table {{ border-collapse: collapse; font-size: 0.85em; }}
+td, th {{ border: 1px solid #ccc; padding: 2px 6px; text-align: right; }} .warn {{ color: #a40; }}
+.scroll {{ overflow-x: auto; }}
+</style></head><body>
+<h1>lwroi report: {html.escape(str(run_dir))}</h1>
+{warning}
+{sections}
+<section><h2>Chosen hyper-parameters</h2>{params.to_html(index=False, na_rep="(kernel: GCV)")}</section>
+<section><h2>summary.csv</h2><div class="scroll">{summary.to_html(index=False, float_format="%.4f")}</div></section>
+<section><h2>results.csv</h2><div class="scroll">{results.to_html(index=False, float_format="%.4f")}</div></section>
+</body></html>
+"""
