@@ -21,6 +21,7 @@ from lwroi.orchestration.devices import choose_device, threads_per_rank
 from lwroi.orchestration.environment import JobEnvironment, check_launch, read_environment
 from lwroi.orchestration.journal import Journal
 from lwroi.orchestration.plan import Unit, build_plan, shard_units
+from lwroi.orchestration.progress import StatusConsole
 from lwroi.orchestration.results import ResultStore
 from lwroi.orchestration.rundir import prepare_run_dir
 from lwroi.orchestration.schedule import (
@@ -52,7 +53,7 @@ class LaunchError(LwroiError):
 
 
 def setup_logging(run_dir: Path | None, rank: int, size: int, level: int = logging.INFO) -> None:
-    """Log to stderr (prefixed with the rank under MPI) and to ``logs/rank<r>.log`` in the run."""
+    """Log to stderr (rank prefix under MPI, a live status line on a terminal) and to the run's logs/."""
     logger = logging.getLogger("lwroi")
     logger.setLevel(level)
     for handler in list(logger.handlers):
@@ -60,7 +61,7 @@ def setup_logging(run_dir: Path | None, rank: int, size: int, level: int = loggi
         handler.close()
     prefix = f"[rank {rank}] " if size > 1 else ""
     fmt = logging.Formatter(f"%(asctime)s {prefix}%(levelname)s %(message)s", "%H:%M:%S")
-    console = logging.StreamHandler(sys.stderr)
+    console = StatusConsole(sys.stderr)
     console.setFormatter(fmt)
     logger.addHandler(console)
     if run_dir is not None:

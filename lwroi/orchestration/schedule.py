@@ -20,6 +20,7 @@ from typing import Any
 from lwroi.exceptions import Interrupted
 from lwroi.orchestration.journal import Journal
 from lwroi.orchestration.plan import Unit
+from lwroi.orchestration.progress import ProgressReporter, format_seconds
 from lwroi.orchestration.results import ResultStore
 
 log = logging.getLogger("lwroi")
@@ -199,7 +200,7 @@ def execute(units: list[Unit], run_unit: Callable[[Unit], None], *, store: Resul
     if comm.rank == 0:
         log.info("%d of %d units to compute (%d already done)", len(todo), len(units), len(units) - len(todo))
     counter = _Counter(comm)
-    started = time.monotonic()
+    progress = ProgressReporter(len(todo))
     try:
         while not stop:
             index = counter.next()
@@ -213,13 +214,11 @@ def execute(units: list[Unit], run_unit: Callable[[Unit], None], *, store: Resul
                 journal.event("interrupted", unit.key)
                 outcome.interrupted = True
                 break
-            elapsed = time.monotonic() - started
-            handed = min(index + 1, len(todo))
-            eta = elapsed / handed * (len(todo) - handed)
-            log.info("progress: %d/%d units handed out, ETA %s", handed, len(todo), format_seconds(eta))
+            progress.update(min(index + 1, len(todo)))
         if stop:
             outcome.interrupted = True
     finally:
+        progress.close()
         _wait_all(comm, stop)
         counter.free()
     return outcome
@@ -272,13 +271,3 @@ def _max_op(comm: Any) -> Any:
     from mpi4py import MPI
 
     return MPI.MAX
-
-
-def format_seconds(seconds: float) -> str:
-    """``1h02m``, ``3m05s`` or ``12.3s``."""
-    seconds = max(0.0, seconds)
-    if seconds >= 3600:
-        return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
-    if seconds >= 60:
-        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
-    return f"{seconds:.1f}s"

@@ -27,6 +27,7 @@ from lwroi.data import (
 from lwroi.exceptions import Interrupted
 from lwroi.orchestration.journal import Journal
 from lwroi.orchestration.plan import Unit, uses_grid
+from lwroi.orchestration.progress import show_detail
 from lwroi.orchestration.results import ResultStore
 from lwroi.orchestration.schedule import StopFlag
 
@@ -142,6 +143,7 @@ class UnitRunner:
 
         def progress(done: int, total: int) -> None:
             self.journal.heartbeat(unit.key, videos=done, of=total)
+            show_detail(f"{unit.key}: {done}/{total} videos")
             if done >= step["next"] * total:
                 log.info("%s: %d/%d videos", unit.key, done, total)
                 step["next"] += 0.1
@@ -202,6 +204,7 @@ class UnitRunner:
 
         def on_epoch(epoch: int, get_state: Any) -> None:
             self.journal.heartbeat(unit.key, epoch=epoch)
+            show_detail(f"{unit.key}: epoch {epoch}")
             if self.stop or epoch % every == 0:
                 save_checkpoint(path, get_state(), fingerprint=self.store.fingerprint)
                 self.journal.event("checkpoint", unit.key, epoch=epoch)

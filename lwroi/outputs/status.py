@@ -13,8 +13,8 @@ import numpy as np
 
 from lwroi.orchestration.journal import read_journal, running_markers
 from lwroi.orchestration.plan import PHASES, Unit
+from lwroi.orchestration.progress import format_seconds
 from lwroi.orchestration.results import ResultStore
-from lwroi.orchestration.schedule import format_seconds
 
 
 @dataclass
