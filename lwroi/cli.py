@@ -71,18 +71,20 @@ def build_parser() -> argparse.ArgumentParser:
     summ.add_argument("--array-states", metavar="FILE", type=argparse.FileType("r"),
                       help="`scontrol show job --oneliner ARRAY_JOB` output ('-': stdin): also list the array "
                            "tasks that did not complete (the reduce job of `lwroi submit` passes it)")
-    export = sub.add_parser("export", help="write the Algonauts 2021 challenge submission of a finished run",
-                            description="Gather every fit's predictions of the challenge videos into the Algonauts "
-                                        "2021 submission format: per track a pickle {ROI: {subXX: array (videos, "
-                                        "voxels)}} and a zip holding it, checked for every subject, ROI and shape.")
-    export.add_argument("run_dir", type=Path)
-    export.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/export)")
-    rep = sub.add_parser("report", help="write an HTML report with figures of a summarised run",
-                         description="Write RUN_DIR/report/index.html and its PNG figures: ROI x layer heatmaps of "
-                                     "layer weights and contributions, held-out accuracy per ROI with each subject "
-                                     "and the noise ceiling, chosen hyper-parameters, SGD learning curves, tables.")
-    rep.add_argument("run_dir", type=Path)
-    rep.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/report)")
+    outputs = {
+        "export": ("write the Algonauts 2021 challenge submission of a finished run",
+                   "Gather every fit's predictions of the challenge videos into the Algonauts 2021 submission format: "
+                   "per track a pickle {ROI: {subXX: array (videos, voxels)}} and a zip holding it, checked for every "
+                   "subject, ROI and shape."),
+        "report": ("write an HTML report with figures of a summarised run",
+                   "Write RUN_DIR/report/index.html and its PNG figures: ROI x layer heatmaps of layer weights and "
+                   "contributions, held-out accuracy per ROI with each subject and the noise ceiling, chosen "
+                   "hyper-parameters, SGD learning curves, tables."),
+    }
+    for verb, (text, description) in outputs.items():
+        p = sub.add_parser(verb, help=text, description=description)
+        p.add_argument("run_dir", type=Path)
+        p.add_argument("--out", type=Path, help=f"output folder (default: RUN_DIR/{verb})")
     subm = sub.add_parser("submit", help="submit the run to Slurm: extract job -> array of plan shards -> reduce job",
                           description="Submit CONFIG as a chain of Slurm jobs running the apptainer image: "
                                       "`lwroi extract` (left out when the features are done), an array whose task i "
