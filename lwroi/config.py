@@ -176,7 +176,8 @@ class RunConfig:
     checkpoint_every: int = 25
     """Epochs between checkpoints of a running fit."""
     threads: int = 0
-    """Torch CPU threads per process; 0 = cores divided by the ranks on this node."""
+    """Torch CPU threads per process; 0 = Slurm's --cpus-per-task, else the CPUs the rank is bound to,
+    else the node's cores divided by the ranks on it."""
     device: str = "auto"
     """``auto``: GPU (node-local rank modulo visible GPUs) when one is visible, else CPU; or ``cpu``, ``cuda:N``."""
 

@@ -28,8 +28,19 @@ def choose_device(requested: str, local_rank: int, n_visible_gpus: int) -> tuple
     return f"cuda:{index}", f"local rank {local_rank} % {n_visible_gpus} visible GPU(s)"
 
 
-def threads_per_rank(requested: int, n_cpus: int, local_size: int) -> int:
-    """CPU threads for one rank: ``requested`` if set, else the node's CPUs shared by its ranks."""
+def threads_per_rank(requested: int, *, node_cpus: int, bound_cpus: int, local_size: int,
+                     cpus_per_task: int | None = None) -> int:
+    """CPU threads for one rank.
+
+    ``requested`` (``run.threads``) if set; else Slurm's ``--cpus-per-task`` (``SLURM_CPUS_PER_TASK``);
+    else the CPUs the launcher bound this rank to, when it bound it to fewer than the node has;
+    else the node's CPUs shared by the ranks on it. ``os.cpu_count()`` alone counts the whole node,
+    so on a shared cluster node every rank would start a thread per core of the node.
+    """
     if requested > 0:
         return requested
-    return max(1, n_cpus // max(1, local_size))
+    if cpus_per_task:
+        return cpus_per_task
+    if 0 < bound_cpus < node_cpus:
+        return bound_cpus
+    return max(1, node_cpus // max(1, local_size))

@@ -135,7 +135,11 @@ def _pick_device(cfg: Config, job: JobEnvironment) -> str:
     requested = cfg.run.device
     n_gpus = 0 if requested == "cpu" else _gpu_count()
     device, why = choose_device(requested, job.local_rank, n_gpus)
-    threads = threads_per_rank(cfg.run.threads, os.cpu_count() or 1, job.local_size)
+    per_task = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    node_cpus = os.cpu_count() or 1
+    bound = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else node_cpus  # Linux only
+    threads = threads_per_rank(cfg.run.threads, node_cpus=node_cpus, bound_cpus=bound, local_size=job.local_size,
+                               cpus_per_task=int(per_task) if per_task.isdigit() else None)
     from lwroi.encoding.devices import set_cpu_threads
 
     set_cpu_threads(threads)

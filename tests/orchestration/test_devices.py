@@ -24,9 +24,15 @@ def test_missing_requested_gpu_is_an_error():
 
 
 def test_threads_share_the_node():
-    assert threads_per_rank(0, 16, 4) == 4
-    assert threads_per_rank(0, 2, 3) == 1
-    assert threads_per_rank(6, 16, 4) == 6
+    assert threads_per_rank(0, node_cpus=16, bound_cpus=16, local_size=4) == 4
+    assert threads_per_rank(0, node_cpus=2, bound_cpus=2, local_size=3) == 1
+    assert threads_per_rank(6, node_cpus=16, bound_cpus=16, local_size=4, cpus_per_task=2) == 6
+
+
+def test_threads_follow_the_slurm_allocation_not_the_node():
+    # a 64-core node, the job got 2 ranks x 4 CPUs: Slurm's count wins, then the rank's CPU binding
+    assert threads_per_rank(0, node_cpus=64, bound_cpus=64, local_size=2, cpus_per_task=4) == 4
+    assert threads_per_rank(0, node_cpus=64, bound_cpus=4, local_size=2) == 4
 
 
 @pytest.mark.parametrize("var", ["SLURM_LOCALID", "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID"])
