@@ -320,7 +320,7 @@ class _Problem:
             "intercept": fit["intercept"].cpu().numpy(),
             "best_step": best["step"],
             "best_score": best["score"],
-            "val_mean_r": self._score(gamma, fit, val),
+            "val_mean_r": self._score(fit, val),
             "history": np.asarray(scores),
         }
 
@@ -382,10 +382,11 @@ class _Problem:
             _, index = self.gcv_r2(z, self.var[part], table)
             shrink = 1.0 / (eigvals[:, None] + table[0][index][None, :])
             dual[self.train, part] = (eigvecs @ (z.to(torch.float64) * shrink).to(self.dtype))
-        cross = self.weighted_grams(gamma, self.train)  # (n_all, n_T)
+        # sum_l gamma_l K_l[:, T] over all rows of X: the intercept and the validation predictions need it
+        cross = torch.tensordot(gamma, self.grams.index_select(2, self.train), dims=1)
         mean_row = cross.index_select(0, self.train).mean(0)
         intercept = self.y_mean - mean_row @ dual.index_select(0, self.train).to(torch.float64)
-        out = {"dual": dual, "intercept": intercept.to(self.dtype), "coef": None}
+        out = {"dual": dual, "intercept": intercept.to(self.dtype), "cross": cross, "coef": None}
         if primal:
             scale = gamma.to(self.dtype).index_select(0, self.lof)
             X_train = self.X.index_select(0, self.train)
@@ -396,16 +397,12 @@ class _Problem:
             out["coef"] = coef
         return out
 
-    def weighted_grams(self, gamma: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
-        """``sum_l gamma_l K_l[:, columns]`` over all rows of X, float64."""
-        return torch.tensordot(gamma, self.grams.index_select(2, columns), dims=1)
-
-    def _score(self, gamma: torch.Tensor, fit: dict, val: np.ndarray) -> float:
+    def _score(self, fit: dict, val: np.ndarray) -> float:
         """Mean voxel Pearson r on the validation rows (predicted from the Gram matrices); NaN when fewer than 2."""
         if len(val) < 2:
             return math.nan
         rows = torch.from_numpy(val).to(self.device)
-        kernel = self.weighted_grams(gamma, self.train).index_select(0, rows).to(self.dtype)
+        kernel = fit["cross"].index_select(0, rows).to(self.dtype)
         dual_train, Y_val = fit["dual"].index_select(0, self.train), self.Y.index_select(0, rows)
         V = dual_train.shape[1]
         total = 0.0
