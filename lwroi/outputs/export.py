@@ -46,14 +46,15 @@ def collect_submission(store: ResultStore, units: list[Unit]) -> tuple[Submissio
         A prediction's shape disagrees with the ROI's voxel count or the other fits' video count.
     """
     fits = [u for u in units if u.phase == "fit"]
-    missing = [u.key for u in fits if not store.is_done(u.key)]
+    records = {u.key: store.read(u.key) for u in fits}  # each read verifies the record's array checksums
+    missing = [key for key, record in records.items() if record is None or record.status != "ok"]
     if missing:
         raise IncompleteRunError(missing)
     submission: Submission = {}
     n_videos: set[int] = set()
     excluded = 0
     for unit in fits:
-        payload = store.read(unit.key).payload
+        payload = records[unit.key].payload
         pred = store.load_array(unit.key, "challenge_pred")
         if pred.ndim != 2 or pred.shape[1] != payload["n_voxels"]:
             raise LwroiError(f"{unit.key}: challenge predictions have shape {pred.shape}, expected (videos, "
