@@ -90,6 +90,7 @@ def write_tables(run_dir: str | Path, reduction: Reduction, store: ResultStore,
         with atomic_path(run_dir / name) as tmp:
             table.to_csv(tmp, index=False, float_format="%.8g")
         written.append(run_dir / name)
+    affine = None  # looked up at the first WB map, so a missing data.wb_affine warns once, not per subject
     for _, row in reduction.results.iterrows():
         key = f"fit/{row['subject']}/{row['roi']}"
         target = run_dir / "scores" / f"{row['subject']}_{row['roi']}.npy"
@@ -99,7 +100,7 @@ def write_tables(run_dir: str | Path, reduction: Reduction, store: ResultStore,
         record = store.read(key, verify_arrays=False)
         if "voxel_mask" in record.arrays:
             mask = store.load_array(key, "voxel_mask")
-            affine = volume_affine(wb_affine)
+            affine = volume_affine(wb_affine) if affine is None else affine
             normalised = noise_normalised(scores, store.load_array(key, "reliability"))
             for suffix, values in (("", scores), ("_normalized", normalised)):
                 path = run_dir / "scores" / f"{row['subject']}_{row['roi']}{suffix}.nii.gz"
