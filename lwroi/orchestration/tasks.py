@@ -276,11 +276,13 @@ class UnitRunner:
         from lwroi.encoding import LayerWeightedEncoder
 
         e = self.cfg.encoding
-        chosen = self.store.read(f"select/{unit.roi}").payload if uses_grid(self.cfg) else {"wc": None, "lay": None}
+        chosen = {}  # the kernel solver has no (wc, lay): it picks its own settings inside the fit
+        if uses_grid(self.cfg):
+            selected = self.store.read(f"select/{unit.roi}").payload
+            chosen = {"wc": selected["wc"], "lay": selected["lay"]}
         resp, y_train, y_test = self._responses(unit.subject, unit.roi)
         x_train, x_test = self.features.load("train"), self.features.load("test")
-        grid = {"wc": chosen["wc"], "lay": chosen["lay"]} if uses_grid(self.cfg) else {}
-        model = LayerWeightedEncoder(**grid, solver=e.solver,
+        model = LayerWeightedEncoder(**chosen, solver=e.solver,
                                      val_fraction=e.val_fraction, device=self.device,
                                      random_state=unit_seed(e.seed, unit.key), **self._train_kwargs())
         val = {"X_val": x_test, "Y_val": y_test} if e.early_stopping_on == "test" else {}
@@ -299,7 +301,7 @@ class UnitRunner:
             "noise_ceiling": _mean_or_none(np.sqrt(reliability[reliable])),
             "pcc_normalized": _mean_or_none(noise_normalised(scores, reliability)[reliable]),
             "n_reliable_voxels": int(reliable.sum()),
-            "wc": chosen["wc"], "lay": chosen["lay"], "solver": model.solver_,
+            "wc": chosen.get("wc"), "lay": chosen.get("lay"), "solver": model.solver_,
             "best_epoch": int(model.best_epoch_), "n_epochs": int(model.n_epochs_),
             "layers": list(self.features.layers),
             "layer_weights": [float(x) for x in model.layer_weights_],
