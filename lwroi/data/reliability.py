@@ -58,7 +58,7 @@ def split_half_reliability(repetitions: np.ndarray) -> np.ndarray:
 
 def _reliability(reps: np.ndarray) -> np.ndarray:
     n_reps = reps.shape[1]
-    pairs = [_masked_pearson(reps[:, i], reps[:, j]) for i, j in itertools.combinations(range(n_reps), 2)]
+    pairs = [pearson_columns(reps[:, i], reps[:, j]) for i, j in itertools.combinations(range(n_reps), 2)]
     stacked = np.stack(pairs)
     counted = np.isfinite(stacked).sum(0)
     r1 = np.divide(np.nansum(stacked, axis=0), counted, out=np.full(stacked.shape[1], np.nan), where=counted > 0)
@@ -67,8 +67,8 @@ def _reliability(reps: np.ndarray) -> np.ndarray:
     return np.where(r1 > 0, corrected, r1)
 
 
-def _masked_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pearson r per column over the rows where both are finite; NaN if fewer than MIN_VIDEOS or constant."""
+def pearson_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson r of each column pair over the rows where both are finite; NaN if fewer than MIN_VIDEOS or constant."""
     both = np.isfinite(a) & np.isfinite(b)
     n = both.sum(0)
     a, b = np.where(both, a, 0.0), np.where(both, b, 0.0)

@@ -34,6 +34,7 @@ import scipy.linalg
 from lwroi._io import atomic_path, atomic_write_bytes, atomic_write_json
 from lwroi.config import DataConfig
 from lwroi.data.algonauts import ROI_TRACKS
+from lwroi.data.reliability import pearson_columns
 
 N_REPETITIONS = 3
 WB_VOLUME_SHAPE = (78, 93, 71)
@@ -434,7 +435,7 @@ def write_synthetic_dataset(
             offset = rng.normal(0.0, 2.0, n_vox)
             train = (signal[:, None, :] + noise_draw + offset).astype(np.float32)
             mean = train.mean(axis=1, dtype=np.float64)
-            empirical[roi].extend(_columnwise_pearson(signal, mean))
+            empirical[roi].extend(pearson_columns(signal, mean).tolist())
             content = {"train": train}
             if roi == "WB":
                 content["voxel_mask"] = _wb_mask(np.random.default_rng([seed, _STREAM_MASK, s]), n_vox)
@@ -477,9 +478,3 @@ def write_synthetic_dataset(
     atomic_write_json(out_dir / "ground_truth.json", truth)
     report(f"wrote {out_dir / 'ground_truth.json'}")
     return truth
-
-
-def _columnwise_pearson(a: np.ndarray, b: np.ndarray) -> list[float]:
-    a = a - a.mean(axis=0)
-    b = b - b.mean(axis=0)
-    return ((a * b).sum(axis=0) / np.sqrt((a * a).sum(axis=0) * (b * b).sum(axis=0))).tolist()
