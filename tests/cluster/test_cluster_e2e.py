@@ -183,6 +183,15 @@ def busy_task(run: Path, array_job: str, n_tasks: int) -> int | None:
     return None
 
 
+def submit_and_wait_for_busy_task(jobs, out: str) -> tuple[Path, dict[str, str], int]:
+    """Submit the chain into ``out``; return the run folder, the job IDs and a task midway through its shard."""
+    run = jobs.workspace / out
+    ids = jobs.submit(out)
+    task = _wait_until(lambda: busy_task(run, ids["array"], 2), CHAIN_SECONDS, "a task midway through its shard",
+                       poll=0.5)
+    return run, ids, task
+
+
 def journal_events(run: Path) -> Counter:
     return Counter(json.loads(line)["event"] for p in (run / "journal").glob("*.jsonl")
                    for line in p.read_text().splitlines())
@@ -208,10 +217,7 @@ def test_submitted_chain_reduces_to_the_plain_process_summary(jobs, reference_ru
 
 def test_cancelled_task_resubmitted_resumes_and_recomputes_nothing_finished(jobs, reference_run):
     out = "runs/slurm-cancel"
-    run = jobs.workspace / out
-    ids = jobs.submit(out)
-    task = _wait_until(lambda: busy_task(run, ids["array"], 2), CHAIN_SECONDS, "a task midway through its shard",
-                       poll=0.5)
+    run, ids, task = submit_and_wait_for_busy_task(jobs, out)
     _slurm("scancel", f"{ids['array']}_{task}", check=True)
 
     # the first chain's reduce job runs after the cancelled task and says what is missing
@@ -236,10 +242,7 @@ def test_cancelled_task_resubmitted_resumes_and_recomputes_nothing_finished(jobs
 
 def test_usr1_before_the_time_limit_checkpoints_requeues_and_finishes(jobs, reference_run):
     out = "runs/slurm-usr1"
-    run = jobs.workspace / out
-    ids = jobs.submit(out)
-    task = _wait_until(lambda: busy_task(run, ids["array"], 2), CHAIN_SECONDS, "a task midway through its shard",
-                       poll=0.5)
+    run, ids, task = submit_and_wait_for_busy_task(jobs, out)
     # what --signal=B:USR1@N does shortly before the time limit, sent now: to the batch shell only
     _slurm("scancel", "--signal=USR1", "--batch", f"{ids['array']}_{task}", check=True)
 
