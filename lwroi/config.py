@@ -40,6 +40,9 @@ class DataConfig:
     n_test: int = 100
     """Training videos held out for evaluation (fixed permutation, ``split_seed``)."""
     split_seed: int = 400
+    test_order: str = "sorted"
+    """Order of the held-out rows: ``sorted`` (video order) or ``permutation`` (the original's: the order
+    of the seeded permutation, which decides its 16-row stopping batches and the 4 rows it drops)."""
     wb_affine: tuple[float, ...] = ()
     """Voxel-to-world affine of the WB volume, 16 values row-major (copy it from the data's NIfTI);
     empty: identity, with a warning. Used by the whole-brain score maps (scores/*_WB.nii.gz)."""
@@ -50,6 +53,7 @@ class DataConfig:
         "rois": lambda v: _check(len(v) > 0 and len(set(v)) == len(v), "must be a non-empty list without repeats"),
         "n_train_videos": lambda v: _check(v >= 4, "must be >= 4"),
         "n_test": lambda v: _check(v >= 2, "must be >= 2"),
+        "test_order": lambda v: _check(v in ("sorted", "permutation"), "must be one of: sorted, permutation"),
     }
 
 
@@ -66,10 +70,14 @@ class FeatureConfig:
     weights_sha256: str = ""
     """Expected checksum of ``weights``; empty skips the check."""
     frame_sampling: str = "count"
-    """``count``: ``frame_count`` evenly spaced frames; ``stride``: every ``frame_stride``-th frame (original)."""
+    """``count``: ``frame_count`` evenly spaced frames; ``stride``: the original's every ``frame_stride``-th
+    frame, 1-based (0-based k-1, 2k-1, ...: int(n / k) frames)."""
     frame_count: int = 16
     frame_stride: int = 4
     image_size: int = 224
+    resize: str = "square"
+    """``square``: frames resized to image_size x image_size (antialiased, in torch); ``shorter``: the
+    original's ``Resize(image_size)`` on a PIL image, shorter side to image_size, aspect kept."""
     batch_size: int = 64
     """Frames per forward pass (frames of several videos are batched together)."""
     reduction: str = "srp"
@@ -80,6 +88,11 @@ class FeatureConfig:
     pca_ratio: float = 0.98
     test_scaler: str = "train"
     """``train``: held-out rows are standardised with the training scaler; ``test``: original's own-scaler flaw."""
+    scale_floor: bool = True
+    """Floor each feature's std at 0.01 x the layer's median std before standardising (``false``: the original)."""
+    restandardize: bool = False
+    """Standardise every column again after the reduction (the original does, fc layers included), with the
+    training statistics (held-out splits: their own when ``test_scaler: test``)."""
     seed: int = 0
     """Seeds random weight initialisation and the random projection."""
     store_dir: str = "feature_store"
@@ -96,6 +109,7 @@ class FeatureConfig:
         "srp_eps": lambda v: _check(0 < v < 1, "must be in (0, 1)"),
         "pca_ratio": lambda v: _check(0 < v <= 1, "must be in (0, 1]"),
         "test_scaler": lambda v: _check(v in ("train", "test"), "must be one of: train, test"),
+        "resize": lambda v: _check(v in ("square", "shorter"), "must be one of: square, shorter"),
     }
 
 
@@ -126,6 +140,15 @@ class EncodingConfig:
     """``inner`` (validation split of training data) or ``test`` (original's optimistic flaw)."""
     val_pcc: str = "full"
     """``full``: PCC over the whole validation set; ``batch``: original's mean over 16-sample batches."""
+    pcc: str = "pearson"
+    """``pearson``: plain Pearson r; ``original``: the original's r * n / (n - 1) (covariance over n - 1, stds
+    with ddof 0 plus 1e-8), used wherever a PCC is computed: stopping, tuning, scores, contributions."""
+    drop_last: bool = False
+    """Drop the last short training minibatch of each epoch (the original: floor(n / batch_size) steps)."""
+    fold_split: str = "shuffled"
+    """CV folds of the tuning: ``shuffled`` (seeded) or ``contiguous`` (the original's ``KFold(shuffle=False)``)."""
+    contributions: str = "clipped"
+    """Layer contributions: ``clipped`` (negative r counts 0, shares in [0, 1]) or ``original`` (r / sum r)."""
     layer_scaling: str = "balanced"
     """``balanced``: each layer's features are divided by sqrt(its dimension), so a layer weight measures
     the layer's share of the prediction, not its feature count; ``none``: original scaling."""
@@ -163,6 +186,9 @@ class EncodingConfig:
         "early_stopping_on": lambda v: _check(v in ("inner", "test"), "must be one of: inner, test"),
         "val_pcc": lambda v: _check(v in ("full", "batch"), "must be one of: full, batch"),
         "layer_scaling": lambda v: _check(v in ("balanced", "none"), "must be one of: balanced, none"),
+        "pcc": lambda v: _check(v in ("pearson", "original"), "must be one of: pearson, original"),
+        "fold_split": lambda v: _check(v in ("shuffled", "contiguous"), "must be one of: shuffled, contiguous"),
+        "contributions": lambda v: _check(v in ("clipped", "original"), "must be one of: clipped, original"),
     }
 
 
@@ -222,11 +248,19 @@ SECTIONS: dict[str, type] = {
 }
 
 COMPAT_SETTINGS = {
+    ("data", "test_order"): "permutation",
     ("features", "frame_sampling"): "stride",
+    ("features", "resize"): "shorter",
     ("features", "test_scaler"): "test",
+    ("features", "scale_floor"): False,
+    ("features", "restandardize"): True,
     ("encoding", "early_stopping_on"): "test",
     ("encoding", "val_pcc"): "batch",
     ("encoding", "layer_scaling"): "none",
+    ("encoding", "pcc"): "original",
+    ("encoding", "drop_last"): True,
+    ("encoding", "fold_split"): "contiguous",
+    ("encoding", "contributions"): "original",
 }
 """What ``compat: true`` switches back to the original implementation's behaviour."""
 
