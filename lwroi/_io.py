@@ -7,23 +7,54 @@ old file or the complete new one, never a partial file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
 import os
 import pickle
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from lwroi.exceptions import UnsafePickleError
+from lwroi.exceptions import LwroiError, UnsafePickleError
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFullError(LwroiError, OSError):
+    """A write failed for want of space (or quota); the message names the path and the space needed."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def disk_full_error(path: Path, needed: int | None) -> DiskFullError:
+    """The error for a failed write of about ``needed`` bytes to ``path``, with the space left there."""
+    free = shutil.disk_usage(_existing_parent(path)).free
+    want = f"about {_megabytes(needed)} needed, " if needed else ""
+    return DiskFullError(errno.ENOSPC, f"{path}: disk full ({want}{_megabytes(free)} free): free space or move "
+                                       "the run directory, then rerun the same command to resume")
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 2**20:.1f} MB"
+
+
+def _existing_parent(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, nbytes: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success fsync it and ``os.replace`` it over ``path``.
 
-    On an exception the temporary file is removed and ``path`` is left untouched.
+    On an exception the temporary file is removed and ``path`` is left untouched. A write that
+    fails for want of space raises :class:`DiskFullError` naming ``path`` and ``nbytes`` (the
+    expected size, when the caller knows it) and the space left, instead of a bare ``OSError``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,6 +65,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except OSError as exc:
+        if exc.errno in _DISK_FULL and not isinstance(exc, DiskFullError):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()  # free what the failed write took before measuring what is left
+            raise disk_full_error(path, nbytes) from None
+        raise
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -80,8 +117,9 @@ def atomic_save_npy(path: str | Path, array: Any) -> None:
     """Save a numpy array as ``.npy`` atomically."""
     import numpy as np
 
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, np.asarray(array), allow_pickle=False)
+    array = np.asarray(array)
+    with atomic_path(path, array.nbytes) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, array, allow_pickle=False)
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -91,6 +129,24 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+_DIGESTS: dict[tuple[str, int, int, int], str] = {}
+
+
+def sha256_file_cached(path: str | Path) -> str:
+    """:func:`sha256_file`, computed once per process for a file left unchanged (same inode, size, mtime).
+
+    Large shared products (a feature store's arrays) are verified by every unit that reads them;
+    hashing them once per process keeps that to a fraction of a second per launch. Any write
+    replaces the inode or moves the mtime, so a file changed since is hashed again.
+    """
+    path = Path(path)
+    info = path.stat()
+    key = (str(path.absolute()), info.st_ino, info.st_size, info.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = sha256_file(path)
+    return _DIGESTS[key]
 
 
 _SAFE_GLOBALS = {

@@ -49,9 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     synth = sub.add_parser("synth", help="write a small synthetic dataset in the Algonauts layout",
-                           description="Write real mp4 videos and response pickles in the Algonauts 2021 layout, "
-                                       "generated from the DNN's own features with a planted layer profile per ROI "
-                                       "and known noise; the truth goes to OUT_DIR/ground_truth.json.")
+                           description="Write real mp4 videos and response pickles in the Algonauts 2021 layout: "
+                                       "per ROI a planted share of the signal per DNN layer (early, mid, late, flat "
+                                       "and two-layer profiles), each layer's signal a random function of that "
+                                       "layer's features, with voxel gains, offsets and per-voxel noise; the truth "
+                                       "goes to OUT_DIR/ground_truth.json.")
     synth.add_argument("out_dir", type=Path)
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--subjects", type=int, default=3, help="number of subjects (default: 3)")
@@ -77,9 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "per track a pickle {ROI: {subXX: array (videos, voxels)}} and a zip holding it, checked for every "
                    "subject, ROI and shape."),
         "report": ("write an HTML report with figures of a summarised run",
-                   "Write RUN_DIR/report/index.html and its PNG figures: ROI x layer heatmaps of layer weights and "
-                   "contributions, held-out accuracy per ROI with each subject and the noise ceiling, chosen "
-                   "hyper-parameters, SGD learning curves, tables."),
+                   "Write RUN_DIR/report/index.html and its PNG figures: ROI x layer heatmaps of the layer profile, "
+                   "the raw layer weights and the contributions, held-out accuracy per ROI with each subject and the "
+                   "noise ceiling, chosen hyper-parameters, SGD learning curves, tables."),
     }
     for verb, (text, description) in outputs.items():
         p = sub.add_parser(verb, help=text, description=description)
@@ -229,10 +231,20 @@ def _export(run_dir: Path, out: Path | None) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
+    import importlib.util
+
     from lwroi.config import load_config
+    from lwroi.orchestration.driver import check_inputs
     from lwroi.orchestration.slurm import build_chain, features_done, parse_tasks, read_site, render_chain, submit_chain
 
     cfg = load_config(args.config, args.overrides)
+    # the jobs' pre-work checks, before anything is queued; the device is the compute nodes' business, and the
+    # model, layers and weights need torch, which a login node may lack
+    has_torch = importlib.util.find_spec("torch") is not None
+    if not has_torch:
+        print("lwroi submit: note: torch is not importable here, so the model, layers and weights are checked by "
+              "the jobs, not now (config and data were checked)", file=sys.stderr)
+    check_inputs(cfg, PHASE_VERBS["fit"][0], device=False, model=has_torch)
     site = read_site(args.site, os.environ)
     shards = site.shards if args.shards is None else args.shards
     ranks = site.ranks_per_task if args.ranks_per_task is None else args.ranks_per_task

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -25,6 +27,14 @@ def _check(cond: bool, msg: str) -> str | None:
     return None if cond else msg
 
 
+def _check_seed(v: int) -> str | None:
+    """Seeds lie in [0, 2**32), numpy's range; any other would fail only inside the first unit."""
+    return _check(0 <= v < 2**32, "must be in [0, 2**32) (numpy takes seeds 0 <= seed < 2**32)")
+
+
+_DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Where the Algonauts-shaped dataset lives and which part of it to use."""
@@ -37,6 +47,9 @@ class DataConfig:
     rois: tuple[str, ...] = ALGONAUTS_ROIS
     n_train_videos: int = 1000
     """The first ``n_train_videos`` sorted videos have responses; the rest are the challenge test set."""
+    n_videos: int = 1102
+    """How many videos the video folder must hold, training and challenge (Algonauts 2021: 1000 + 102);
+    0: not checked. Catches a video missing at the end, which the names' numbering cannot show."""
     n_test: int = 100
     """Training videos held out for evaluation (fixed permutation, ``split_seed``)."""
     split_seed: int = 400
@@ -52,8 +65,10 @@ class DataConfig:
         "subjects": lambda v: _check(len(v) > 0 and len(set(v)) == len(v), "must be a non-empty list without repeats"),
         "rois": lambda v: _check(len(v) > 0 and len(set(v)) == len(v), "must be a non-empty list without repeats"),
         "n_train_videos": lambda v: _check(v >= 4, "must be >= 4"),
+        "n_videos": lambda v: _check(v >= 0, "must be >= 0 (0: not checked)"),
         "n_test": lambda v: _check(v >= 2, "must be >= 2"),
         "test_order": lambda v: _check(v in ("sorted", "permutation"), "must be one of: sorted, permutation"),
+        "split_seed": _check_seed,
     }
 
 
@@ -110,6 +125,7 @@ class FeatureConfig:
         "pca_ratio": lambda v: _check(0 < v <= 1, "must be in (0, 1]"),
         "test_scaler": lambda v: _check(v in ("train", "test"), "must be one of: train, test"),
         "resize": lambda v: _check(v in ("square", "shorter"), "must be one of: square, shorter"),
+        "seed": _check_seed,
     }
 
 
@@ -189,6 +205,7 @@ class EncodingConfig:
         "pcc": lambda v: _check(v in ("pearson", "original"), "must be one of: pearson, original"),
         "fold_split": lambda v: _check(v in ("shuffled", "contiguous"), "must be one of: shuffled, contiguous"),
         "contributions": lambda v: _check(v in ("clipped", "original"), "must be one of: clipped, original"),
+        "seed": _check_seed,
     }
 
 
@@ -211,8 +228,8 @@ class RunConfig:
         "extract_shards": lambda v: _check(v >= 1, "must be >= 1"),
         "checkpoint_every": lambda v: _check(v >= 1, "must be >= 1"),
         "threads": lambda v: _check(v >= 0, "must be >= 0"),
-        "device": lambda v: _check(v in ("auto", "cpu", "cuda") or v.startswith("cuda:"),
-                                   "must be auto, cpu or cuda[:N]"),
+        "device": lambda v: _check(_DEVICE.fullmatch(v) is not None,
+                                   "must be auto, cpu, cuda or cuda:N with N a GPU index (0, 1, ...)"),
     }
 
 
@@ -233,11 +250,9 @@ class Config:
         out.pop("source")
         return _lists(out)
 
-    def fingerprint(self, sections: tuple[str, ...] = ("data", "features", "encoding")) -> str:
-        """Stable hash of the settings that decide results (not of where they are written)."""
-        d = self.to_dict()
-        sub = {k: d[k] for k in sections}
-        return stable_hash(sub)
+    def fingerprint(self) -> str:
+        """Stable hash of the settings that decide results (see :func:`result_settings`)."""
+        return stable_hash(result_settings(self.to_dict()))
 
 
 SECTIONS: dict[str, type] = {
@@ -263,6 +278,37 @@ COMPAT_SETTINGS = {
     ("encoding", "contributions"): "original",
 }
 """What ``compat: true`` switches back to the original implementation's behaviour."""
+
+
+SOLVER_ONLY_SETTINGS: dict[str, tuple[str, ...]] = {
+    "sgd": ("wc", "lay", "folds", "tune_subjects", "fold_split", "metric", "lr", "batch_size", "max_epochs",
+            "patience", "min_delta", "val_fraction", "val_pcc", "drop_last"),
+    "kernel": ("kernel_alphas", "kernel_search_steps", "kernel_refine_steps", "kernel_search_voxels",
+               "memory_budget_mb"),
+}
+"""Encoding keys only one solver reads (the kernel solver has no grid search, epochs or inner split)."""
+
+NOT_RESULT_SETTINGS = (("data", "subjects"), ("data", "rois"), ("data", "n_videos"), ("features", "store_dir"))
+"""Settings that decide no unit's result: each unit's key names its subject and ROI (so a run may add
+or drop some), ``n_videos`` is a check, and ``store_dir`` only says where shared features live."""
+
+
+def result_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The part of a config dict (:meth:`Config.to_dict`, or the copy in a run's ``run.json``) that decides results.
+
+    Leaves out the ``run`` section (where and how a run goes), :data:`NOT_RESULT_SETTINGS` and the
+    encoding keys of the solver not in use (:data:`SOLVER_ONLY_SETTINGS`), so changing them neither
+    changes :meth:`Config.fingerprint` nor has a run directory refuse the config.
+    """
+    kept = {name: dict(settings.get(name, {})) for name in ("data", "features", "encoding")}
+    for section, key in NOT_RESULT_SETTINGS:
+        kept[section].pop(key, None)
+    solver = kept["encoding"].get("solver")
+    for other, keys in SOLVER_ONLY_SETTINGS.items():
+        if other != solver:
+            for key in keys:
+                kept["encoding"].pop(key, None)
+    return kept
 
 
 def stable_hash(obj: Any) -> str:
@@ -307,19 +353,29 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
             return value
         raise ConfigError(f"{where} = {value!r}: expected an integer")
     if typ is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{where} = {value!r}: expected a number")
+        number = _number(value)
+        if number is None:
+            raise ConfigError(f"{where} = {value!r}: expected a number")
+        if not math.isfinite(number):
+            raise ConfigError(f"{where} = {value!r}: expected a finite number (not inf or nan)")
+        return number
     if typ is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
         raise ConfigError(f"{where} = {value!r}: expected a string")
     raise AssertionError(f"unsupported config type {typ}")
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a float (YAML may give a number or a numeric string such as ``1e-4``), else None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
 
 
 def _build_section(cls: type, raw: Any, source: str, name: str) -> Any:
@@ -394,17 +450,24 @@ def config_from_dict(raw: Any, source: str = "<dict>", overrides: list[str] | tu
 
 
 def _check_cross(cfg: Config) -> None:
-    missing = [s for s in cfg.encoding.tune_subjects if s not in cfg.data.subjects]
+    """Refuse settings that are valid alone but not together, every such problem in one error."""
+    problems = _cross_problems(cfg)
+    if len(problems) == 1:
+        raise ConfigError(f"{cfg.source}: {problems[0]}")
+    if problems:
+        raise ConfigError(f"{cfg.source}: {len(problems)} settings do not fit together:\n  " + "\n  ".join(problems))
+
+
+def _cross_problems(cfg: Config) -> list[str]:
+    d, e = cfg.data, cfg.encoding
+    problems = []
+    missing = [s for s in e.tune_subjects if s not in d.subjects]
     if missing:
-        raise ConfigError(
-            f"{cfg.source}: encoding.tune_subjects = {list(cfg.encoding.tune_subjects)!r}: "
-            f"{missing[0]!r} is not in data.subjects {list(cfg.data.subjects)!r}"
-        )
-    if cfg.data.n_test >= cfg.data.n_train_videos:
-        raise ConfigError(
-            f"{cfg.source}: data.n_test = {cfg.data.n_test}: must be smaller than "
-            f"data.n_train_videos = {cfg.data.n_train_videos}"
-        )
+        problems.append(f"encoding.tune_subjects = {list(e.tune_subjects)!r}: {', '.join(map(repr, missing))} "
+                        f"{'is' if len(missing) == 1 else 'are'} not in data.subjects {list(d.subjects)!r}")
+    if d.n_test >= d.n_train_videos:
+        problems.append(f"data.n_test = {d.n_test}: must be smaller than data.n_train_videos = {d.n_train_videos}")
+    return problems
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:

@@ -28,7 +28,7 @@ class ConfigMismatchError(LwroiError, RuntimeError):
 
 
 class Interrupted(LwroiError):
-    """A stop was requested (SIGTERM/SIGUSR1); work was checkpointed and the job should be resubmitted."""
+    """A stop was requested (SIGTERM/SIGUSR1/SIGINT, or another rank's); work was checkpointed, resubmit the job."""
 
 
 class LwroiWarning(UserWarning):

@@ -118,3 +118,60 @@ def test_kernel_solver_and_its_settings_are_accepted(tmp_path):
 def test_wb_affine_needs_16_values(tmp_path):
     with pytest.raises(ConfigError, match=r"data.wb_affine = \[1.0, 0.0\]: must be empty or 16 values"):
         load_config(write(tmp_path, "data:\n  wb_affine: [1, 0]\n"))
+
+
+def _float_keys() -> list[tuple[str, str, bool]]:
+    """(section, key, is_list) of every float setting, found from the dataclasses so new keys are covered."""
+    from typing import get_type_hints
+
+    from lwroi.config import SECTIONS
+
+    keys = []
+    for section, cls in SECTIONS.items():
+        for key, typ in get_type_hints(cls).items():
+            if typ is float or typ == tuple[float, ...]:
+                keys.append((section, key, typ is not float))
+    return keys
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan", "nan", "1e400"])
+@pytest.mark.parametrize(("section", "key", "is_list"), _float_keys(), ids=lambda x: str(x))
+def test_non_finite_numbers_are_refused_naming_the_key(tmp_path, section, key, is_list, value):
+    shown = f"[{value}]" if is_list else value
+    with pytest.raises(ConfigError, match=rf"run.yaml: {section}.{key}(\[0\])? = .*: expected a finite number"):
+        load_config(write(tmp_path, f"{section}:\n  {key}: {shown}\n"))
+
+
+def test_float_keys_include_the_learning_rate_and_the_grids():
+    keys = {(s, k) for s, k, _ in _float_keys()}
+    assert {("encoding", "lr"), ("encoding", "wc"), ("encoding", "min_delta"), ("features", "srp_eps")} <= keys
+
+
+@pytest.mark.parametrize("key", ["data.split_seed", "features.seed", "encoding.seed"])
+@pytest.mark.parametrize("value", [-1, 2**32])
+def test_seeds_outside_numpys_range_are_refused_naming_the_key(tmp_path, key, value):
+    with pytest.raises(ConfigError, match=rf"run.yaml: {key} = {value}: must be in \[0, 2\*\*32\)"):
+        load_config(write(tmp_path, "{}\n"), [f"{key}={value}"])
+    section, name = key.split(".")
+    assert getattr(getattr(load_config(write(tmp_path, "{}\n"), [f"{key}={2**32 - 1}"]), section), name) == 2**32 - 1
+
+
+@pytest.mark.parametrize("device", ["cuda:x", "cuda:", "cuda:-1", "gpu", "cuda:0 "])
+def test_a_device_that_is_not_auto_cpu_or_cuda_n_is_refused(tmp_path, device):
+    with pytest.raises(ConfigError, match=r"run.device = .*: must be auto, cpu, cuda or cuda:N with N a GPU index"):
+        load_config(write(tmp_path, "{}\n"), [f"run.device='{device}'"])
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:0", "cuda:12"])
+def test_valid_devices_are_accepted(tmp_path, device):
+    assert load_config(write(tmp_path, "{}\n"), [f"run.device={device}"]).run.device == device
+
+
+def test_settings_that_do_not_fit_together_are_listed_in_one_error():
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({"data": {"subjects": ["sub01"], "n_train_videos": 10, "n_test": 10},
+                          "encoding": {"tune_subjects": ["sub08", "sub09"]}})
+    message = str(info.value)
+    assert "2 settings do not fit together" in message
+    assert "'sub08', 'sub09' are not in data.subjects ['sub01']" in message
+    assert "data.n_test = 10: must be smaller than data.n_train_videos = 10" in message

@@ -6,10 +6,15 @@ Imports numpy only (PyAV is imported when a video is written), so ``import lwroi
 from lwroi.data.algonauts import (
     ROI_TRACKS,
     RoiResponses,
+    VideoFingerprint,
     check_dataset,
+    data_changes,
+    data_fingerprint,
     list_videos,
     load_roi_responses,
     roi_response_path,
+    video_fingerprints,
+    video_sequence_problems,
 )
 from lwroi.data.reliability import noise_normalised, split_half_reliability
 from lwroi.data.splits import heldout_split, inner_validation_split, kfold_splits
@@ -28,7 +33,10 @@ __all__ = [
     "DEFAULT_VOXELS",
     "ROI_TRACKS",
     "RoiResponses",
+    "VideoFingerprint",
     "check_dataset",
+    "data_changes",
+    "data_fingerprint",
     "heldout_split",
     "inner_validation_split",
     "kfold_splits",
@@ -40,6 +48,8 @@ __all__ = [
     "planted_layer_profiles",
     "roi_response_path",
     "split_half_reliability",
+    "video_fingerprints",
+    "video_sequence_problems",
     "write_synthetic_dataset",
     "write_video",
 ]

@@ -2,7 +2,7 @@
 
 Layout under the dataset root::
 
-    AlgonautsVideos268_All_30fpsmax/*.mp4            sorted; the first n_train_videos have responses
+    AlgonautsVideos268_All_30fpsmax/NNNN_*.mp4       numbered 0001..N; the first n_train_videos have responses
     participants_data_v2021/mini_track/subXX/V1.pkl  {'train': (n_videos, n_reps, n_voxels)}
     participants_data_v2021/full_track/subXX/WB.pkl  {'train': ..., 'voxel_mask': (78, 93, 71)}
 
@@ -12,16 +12,18 @@ folder, what was found and what was expected, so a broken dataset fails before a
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from lwroi._io import safe_load_pickle
-from lwroi.exceptions import DataLayoutError, DataWarning
+from lwroi._io import safe_load_pickle, sha256_file
+from lwroi.exceptions import DataLayoutError, DataWarning, UnsafePickleError
 
 ROI_TRACKS: dict[str, str] = {
     "V1": "mini_track",
@@ -53,13 +55,21 @@ def roi_response_path(responses_root: Path, subject: str, roi: str) -> Path:
     return Path(responses_root) / ROI_TRACKS[roi] / subject / f"{roi}.pkl"
 
 
+_VIDEO_INDEX = re.compile(r"(\d+)(?=[_.])")
+"""The 1-based index every Algonauts clip name starts with (``0001_0-0-4-6-7-2-8-0-17500167.mp4``)."""
+
+
 def list_videos(videos_dir: Path) -> list[Path]:
     """Sorted ``.mp4`` files of ``videos_dir``; sort order defines video indices (train first).
+
+    Video i pairs with row i of every response pickle, so a missing, extra or renamed file would
+    shift every later row silently. The sorted names must therefore carry the indices 1..N in
+    order (see :func:`video_sequence_problems`).
 
     Raises
     ------
     DataLayoutError
-        The folder is missing or holds no ``.mp4`` file.
+        The folder is missing, holds no ``.mp4`` file, or its names are not numbered 1..N.
     """
     videos_dir = Path(videos_dir)
     if not videos_dir.is_dir():
@@ -67,7 +77,108 @@ def list_videos(videos_dir: Path) -> list[Path]:
     videos = sorted(p for p in videos_dir.iterdir() if p.suffix == ".mp4" and p.is_file())
     if not videos:
         raise DataLayoutError(f"{videos_dir}: no .mp4 files in the video folder")
+    problems = video_sequence_problems([p.name for p in videos])
+    if problems:
+        raise DataLayoutError(_problem_list(f"{videos_dir}: the video names are not numbered 1..N in order", problems))
     return videos
+
+
+def video_sequence_problems(names: Sequence[str]) -> list[str]:
+    """Why sorted file ``names`` are not exactly ``0001_*``, ``0002_*``, ... in order; one line each.
+
+    Names the files without an index prefix or with a repeated or zero index (extra files), the
+    missing indices, and a file that sorts before a smaller index (indices of unequal width).
+    A file missing at the end leaves no gap: ``data.n_videos`` catches that one.
+    """
+    problems: list[str] = []
+    seen: dict[int, str] = {}
+    for name in names:
+        match = _VIDEO_INDEX.match(name)
+        index = int(match.group(1)) if match else None
+        if index is None:
+            problems.append(f"{name}: extra file: its name does not start with a video index (0001_...)")
+        elif index == 0:
+            problems.append(f"{name}: extra file: index 0 is out of sequence (indices start at 1)")
+        elif index in seen:
+            problems.append(f"{name}: extra file: index {index} is also {seen[index]}")
+        else:
+            seen[index] = name
+    by_index = sorted(seen)
+    for before, after in pairwise(by_index):
+        if after > before + 1:
+            gap = f"{before + 1:04d}" if after == before + 2 else f"{before + 1:04d}..{after - 1:04d}"
+            problems.append(f"missing video index {gap} (between {seen[before]} and {seen[after]})")
+    kept = set(seen.values())
+    in_name_order = [name for name in names if name in kept]
+    for name, expected in zip(in_name_order, (seen[i] for i in by_index), strict=True):
+        if name != expected:
+            problems.append(f"{name} sorts before {expected}: give every index the same number of digits")
+            break
+    return problems
+
+
+def _problem_list(headline: str, problems: Sequence[str]) -> str:
+    """``headline`` and the first problems, one per indented line."""
+    shown = list(problems[:_MAX_PROBLEM_LINES])
+    if len(problems) > len(shown):
+        shown.append(f"... and {len(problems) - len(shown)} more")
+    return f"{headline}:\n  " + "\n  ".join(shown)
+
+
+class VideoFingerprint(NamedTuple):
+    """What identifies a video's content: name, size and the sha256 of its bytes."""
+
+    name: str
+    size: int
+    sha256: str
+
+
+def video_fingerprints(videos: Sequence[Path]) -> list[VideoFingerprint]:
+    """Name, size and full sha256 of each video, so a clip replaced in place is never taken for the old one.
+
+    Hashing every byte is affordable (measured: sha256 at 1.25 GB/s on one core), so the 1102
+    Algonauts clips (1-2 GB) take a second or two plus reading them once, on one rank per launch;
+    a cheaper size + mtime + partial hash would miss a clip rewritten with its old mtime.
+    """
+    return [VideoFingerprint(p.name, p.stat().st_size, sha256_file(p)) for p in videos]
+
+
+def data_fingerprint(root: Path, *, videos_dir: str, responses_dir: str, subjects: Sequence[str],
+                     rois: Sequence[str]) -> dict[str, Any]:
+    """What a run's results depend on in the dataset, to tell later whether it changed in place.
+
+    Returns
+    -------
+    dict
+        ``videos``: [name, size, sha256] of every video, in order; ``responses``: sha256 of each
+        existing pickle of ``subjects`` x ``rois``, by its path under the responses folder.
+    """
+    root = Path(root)
+    responses_root = root / responses_dir
+    pickles = [roi_response_path(responses_root, s, r) for s in subjects for r in rois if r in ROI_TRACKS]
+    return {
+        "videos": [list(v) for v in video_fingerprints(list_videos(root / videos_dir))],
+        "responses": {p.relative_to(responses_root).as_posix(): sha256_file(p) for p in pickles if p.is_file()},
+    }
+
+
+def data_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """One line per video or response file that differs between two :func:`data_fingerprint` results.
+
+    Response files present in only one of them are not changes: a run may add ROIs or subjects later.
+    """
+    before = {name: (size, digest) for name, size, digest in old.get("videos", [])}
+    after = {name: (size, digest) for name, size, digest in new.get("videos", [])}
+    lines = [f"video {name}: removed" for name in before if name not in after]
+    lines += [f"video {name}: added" for name in after if name not in before]
+    lines += [f"video {name}: content changed (size {before[name][0]} -> {after[name][0]}, sha256 "
+              f"{before[name][1][:12]} -> {after[name][1][:12]})"
+              for name in before if name in after and before[name] != after[name]]
+    old_responses, new_responses = old.get("responses", {}), new.get("responses", {})
+    lines += [f"responses {path}: content changed (sha256 {old_responses[path][:12]} -> {digest[:12]})"
+              for path, digest in sorted(new_responses.items())
+              if path in old_responses and old_responses[path] != digest]
+    return lines
 
 
 @dataclass(frozen=True, eq=False)
@@ -144,6 +255,17 @@ def _wb_voxel_mask(raw: dict, path: Path, n_voxels: int) -> np.ndarray:
     return mask
 
 
+def _checked_train(raw: Any, path: Path, roi: str, n_train_videos: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The ``train`` array and (WB only) the ``voxel_mask`` of a loaded pickle, after every shape check."""
+    train = _train_array(raw, path)
+    n_videos, _, n_voxels = train.shape
+    if n_videos != n_train_videos:
+        raise DataLayoutError(f"{path}: 'train' has {n_videos} videos; expected n_train_videos = {n_train_videos}")
+    if n_voxels == 0:
+        raise DataLayoutError(f"{path}: 'train' has shape {train.shape}: no voxels")
+    return train, (_wb_voxel_mask(raw, path, n_voxels) if roi == "WB" else None)
+
+
 def load_roi_responses(responses_root: Path, subject: str, roi: str, *, n_train_videos: int) -> RoiResponses:
     """Load and check one subject's responses in one ROI, averaging the repetitions.
 
@@ -175,14 +297,8 @@ def load_roi_responses(responses_root: Path, subject: str, roi: str, *, n_train_
     path = roi_response_path(responses_root, subject, roi)
     if not path.is_file():
         raise DataLayoutError(_missing_file_message(responses_root, subject, path))
-    raw = safe_load_pickle(path)
-    train = _train_array(raw, path)
-    n_videos, _, n_voxels = train.shape
-    if n_videos != n_train_videos:
-        raise DataLayoutError(f"{path}: 'train' has {n_videos} videos; expected n_train_videos = {n_train_videos}")
-    if n_voxels == 0:
-        raise DataLayoutError(f"{path}: 'train' has shape {train.shape}: no voxels")
-    voxel_mask = _wb_voxel_mask(raw, path, n_voxels) if roi == "WB" else None
+    train, voxel_mask = _checked_train(safe_load_pickle(path), path, roi, n_train_videos)
+    n_voxels = train.shape[2]
 
     repetitions = train.astype(np.float32)
     with warnings.catch_warnings():
@@ -210,11 +326,16 @@ def check_dataset(
     subjects: Sequence[str],
     rois: Sequence[str],
     n_train_videos: int,
+    n_videos: int = 0,
+    responses: bool = True,
 ) -> None:
-    """Check the layout cheaply (folders, files, video count) before any work starts.
+    """Check the layout cheaply (folders, files, video names and count) before any work starts.
 
     Nothing is loaded, so this costs milliseconds even on the full dataset; shapes are
-    checked later by :func:`load_roi_responses`.
+    checked later by :func:`load_roi_responses`. ``responses=False`` checks the videos only:
+    feature extraction reads nothing else, so it can start before the response files arrive.
+    ``n_videos`` is the expected number of videos (``data.n_videos``; 0: not checked), which
+    also catches a video missing at the end of the numbering.
 
     Raises
     ------
@@ -229,13 +350,24 @@ def check_dataset(
     if not video_folder.is_dir():
         problems.append(f"{video_folder}: video folder not found")
     else:
-        n_found = sum(1 for p in video_folder.iterdir() if p.suffix == ".mp4")
-        if n_found <= n_train_videos:
+        names = sorted(p.name for p in video_folder.iterdir() if p.suffix == ".mp4")
+        problems.extend(f"{video_folder}: {line}" for line in video_sequence_problems(names))
+        if n_videos and len(names) != n_videos:
+            problems.append(f"{video_folder}: {len(names)} .mp4 files; data.n_videos = {n_videos}")
+        if len(names) <= n_train_videos:
             problems.append(
-                f"{video_folder}: {n_found} .mp4 files; need at least n_train_videos + 1 = {n_train_videos + 1} "
+                f"{video_folder}: {len(names)} .mp4 files; need at least n_train_videos + 1 = {n_train_videos + 1} "
                 "(training videos first, then the challenge test set)"
             )
-    responses_root = root / responses_dir
+    if responses:
+        problems.extend(_response_problems(root / responses_dir, subjects, rois))
+    if problems:
+        raise DataLayoutError(_problem_list(f"{root}: the dataset layout has {len(problems)} problem(s)", problems))
+
+
+def _response_problems(responses_root: Path, subjects: Sequence[str], rois: Sequence[str]) -> list[str]:
+    """Missing folders and pickles of the responses (and unknown ROI names), one line each."""
+    problems: list[str] = []
     unknown = [roi for roi in rois if roi not in ROI_TRACKS]
     if unknown:
         problems.append(f"unknown ROI(s) {', '.join(unknown)}; known ROIs: {', '.join(ROI_TRACKS)}")
@@ -254,8 +386,38 @@ def check_dataset(
                     for roi in wanted
                     if not (folder / f"{roi}.pkl").is_file()
                 )
-    if problems:
-        shown = problems[:_MAX_PROBLEM_LINES]
-        if len(problems) > len(shown):
-            shown.append(f"... and {len(problems) - len(shown)} more")
-        raise DataLayoutError(f"{root}: the dataset layout has {len(problems)} problem(s):\n  " + "\n  ".join(shown))
+    return problems
+
+
+def response_problems(responses_root: Path, subjects: Sequence[str], rois: Sequence[str], *,
+                      n_train_videos: int) -> list[str]:
+    """Every problem of the response pickles a run would meet only when a unit loads them, one line each.
+
+    Each existing pickle of ``subjects`` x ``rois`` is read with the safe unpickler and put
+    through the loader's own checks (dict with a numeric 3-D ``train`` of ``n_train_videos``
+    videos, voxels, a WB ``voxel_mask`` with one 1 per voxel); since every pickle must hold
+    ``n_train_videos`` videos, the subjects also agree on the count. WB masks of all subjects
+    must share one volume shape (the score maps use one affine). Missing files and unknown
+    ROIs are left to :func:`check_dataset`. Pickles are read one at a time (peak memory: the
+    largest file twice, ~1 GB for a float64 WB). Measured at ~700 MB/s from the page cache:
+    the full Algonauts set (191k voxels x 1000 videos x 3 repetitions, 2.3 GB as float32,
+    4.6 GB as float64) takes ~3-7 s, or the time to read it once from a slower disk.
+    """
+    problems: list[str] = []
+    mask_shapes: dict[tuple[int, ...], list[str]] = {}
+    for subject in subjects:
+        for roi in (r for r in rois if r in ROI_TRACKS):
+            path = roi_response_path(responses_root, subject, roi)
+            if not path.is_file():
+                continue
+            try:
+                _, mask = _checked_train(safe_load_pickle(path), path, roi, n_train_videos)
+            except (DataLayoutError, UnsafePickleError) as exc:
+                problems.append(str(exc))
+                continue
+            if mask is not None:
+                mask_shapes.setdefault(mask.shape, []).append(subject)
+    if len(mask_shapes) > 1:
+        shapes = "; ".join(f"{shape} in {', '.join(subs)}" for shape, subs in mask_shapes.items())
+        problems.append(f"{responses_root}: the WB voxel_mask volumes of the subjects differ in shape: {shapes}")
+    return problems

@@ -1,21 +1,44 @@
 """Write a small dataset in exactly the Algonauts 2021 layout, with a planted ground truth.
 
-Real mp4 files and real pickles, so every loader runs on it unchanged. Responses follow
-the very model lwroi fits (balanced layer scaling) with a known layer profile per ROI and a
-known noise level, so a fit can be checked against what was planted::
+Real mp4 files and real pickles, so every loader runs on it unchanged. The truth is planted as
+per-layer shares of each voxel's signal, not in the fitted model's terms (no layer weights, no
+coefficient norms, no layer scaling), so a fit is checked against something it was not built
+from. For each ROI, with planted shares ``s_l`` (non-negative, summing to 1)::
 
-    Z_l        = column-standardised features of layer l (n_videos, D_l); constant columns -> 0
-    X_l        = Z_l / sqrt(D_l)   (the fitted model's balanced block)
-    f_lv       = X_l @ b_lv,  b_lv = X_l^T V_l g_lv,  g_lv ~ N(0, I_k),  b_lv scaled to unit norm
-    signal_v   = sum_l a_l * f_lv,  then scaled to unit variance
-    response_v = signal_v + noise (N(0, noise_sd^2), independent per repetition) + offset_v
+    response_vr = gain_v * sum_l sqrt(s_l) * z_lv + offset_v + noise_vr,   noise_vr ~ N(0, sd_v^2)
 
-``V_l`` holds the top k generalised eigenvectors of ``K_l`` against the other layers' kernels
-(:func:`_distinctive_directions`): layers of one network are nearly the same function of the
-videos, so iid feature weights ``w`` (the first version) made a signal no fit can attribute to
-its layer, spread over the whole feature spectrum and so not learnable from ~100 videos.
-``a_l`` is the layer weight of the fitted model itself: every layer's coefficient vector has
-the same norm, so the model's penalties treat the layers alike and rank them as planted.
+for voxel v and repetition r (noise independent per repetition), where ``z_lv`` is a per-layer
+signal over the videos with mean 0 and variance 1, so each layer's term has the share ``s_l`` of
+the summed variance of the terms (the signal is then scaled to variance 1). Voxel gains and noise
+sds vary about the ROI's level (log-normal), offsets are N(0, 1).
+
+Each ``z_lv`` is a random linear function of layer l's own standardised DNN features ``Z_l``
+(columns centred and scaled to unit variance, constant columns 0; ``K_l = Z_l Z_l^T / D_l``)::
+
+    z_lv ~ K_l (Kbar_l + rho I)^(-1/2) u_lv,   u_lv ~ N(0, I),   Kbar_l = mean of the other layers' K_m
+
+(i.e. ``z_lv = Z_l b_lv`` with ``b_lv = Z_l^T (Kbar_l + rho I)^(-1/2) u_lv / D_l``). Its covariance over
+videos, ``K_l (Kbar_l + rho I)^-1 K_l``, keeps ``K_l^2``'s weight on the layer's leading principal
+components, which ~100 videos can learn (an isotropic b spreads over the whole spectrum, much of
+it unlearnable), and divides out the directions the other layers carry too: neighbouring layers
+of one network are nearly the same function of the videos (centred kernel alignment 0.89-0.94
+between neighbours of the 4 layers of tests/science.yaml), so without that a layer's signal could
+be told from its neighbours' by no fit. ``rho`` (:data:`SIGNAL_RIDGE`, in units of Kbar_l's mean
+eigenvalue) sets the balance; measured on those 4 layers with the kernel solver over 4 draws:
+at rho = 2 it ranked every non-flat profile right (Spearman >= 0.8) and kept the flat one flat in
+3 draws of 4, at a held-out r of 0.82-0.88 of the noise ceiling; rho = 1 ranked as well but
+learnt less (0.77-0.86); rho = 4 learnt more but gave the flat profile's fc8 up to 3.4 times
+conv1's share, and the plain ``K_l u`` (no whitening) confused the mid profiles.
+
+De-correlation: the layers' ``u_lv`` are independent draws, so two layers' signals of a voxel are
+uncorrelated in expectation, and the whitening keeps them in different directions where the
+layers differ. What correlation a single draw has (``layer_signal_correlation`` in the ground
+truth; on tests/science.yaml mean 0.001, mean absolute 0.26) averages out over an ROI's voxels:
+the shares measured on the written signal (``layer_shares_empirical``, each term's covariance with
+the signal over its variance) are within 0.04 of the planted ones. Orthogonalising each voxel's
+signals exactly, layer by layer, was tried and dropped: it made the last layer the most
+distinctive one, and the kernel solver then gave it a flat profile's largest share.
+
 The DNN features that define the truth come from the caller (``layer_features``), which keeps
 this module free of torch.
 """
@@ -29,7 +52,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.linalg
 
 from lwroi._io import atomic_path, atomic_write_bytes, atomic_write_json
 from lwroi.config import DataConfig
@@ -39,13 +61,10 @@ from lwroi.data.reliability import pearson_columns
 N_REPETITIONS = 3
 WB_VOLUME_SHAPE = (78, 93, 71)
 CLIP_SECONDS = 3
-N_DIRECTIONS = 2
-"""Distinctive directions per layer: few, so the signal is learnable from ~100 videos."""
-DIRECTION_RIDGE = 1.0
-"""Ridge on the other layers' kernel (times its mean eigenvalue) in the generalised eigenproblem:
-large enough that the directions keep much of their own layer's variance (learnable; at 0.1 the
-directions of conv1 were mostly fine detail a fit on ~100 videos could not learn), while still
-favouring what the other layers lack."""
+SIGNAL_RIDGE = 2.0
+"""rho of the per-layer signals' whitening against the other layers (see the module docstring)."""
+VOXEL_SPREAD = 0.25
+"""sd of log gain and of log noise sd across an ROI's voxels: gains and noise vary about +-25 %."""
 
 DEFAULT_VOXELS: dict[str, int] = {
     "V1": 50, "V2": 50, "V3": 45, "V4": 30, "LOC": 80,
@@ -57,21 +76,29 @@ DEFAULT_NOISE_SD: dict[str, float] = {
     "V1": 0.6, "V2": 0.72, "V3": 0.84, "V4": 1.08, "LOC": 0.84,
     "EBA": 0.96, "FFA": 1.2, "STS": 1.32, "PPA": 1.08, "WB": 0.96,
 }  # fmt: skip
-"""Noise sd per repetition (signal sd is 1): noise ceilings from 0.95 (V1) down to 0.80 (STS)."""
+"""Typical noise sd per repetition (a unit-gain signal has sd 1): noise ceilings from about 0.95
+(V1) down to 0.8 (STS)."""
 
-_PROFILE_SHAPES: dict[str, tuple[str, float, float]] = {
-    # ROI: (shape, peak depth in [0, 1] for "bump", offset added to the ranks in units of n_layers)
-    "V1": ("decreasing", 0.0, 0.06),
-    "V2": ("decreasing", 0.0, 0.12),
-    "V3": ("decreasing", 0.0, 0.19),
-    "V4": ("bump", 0.3, 0.12),
-    "LOC": ("bump", 0.45, 0.12),
-    "EBA": ("bump", 0.6, 0.12),
-    "FFA": ("increasing", 1.0, 0.19),
-    "STS": ("increasing", 1.0, 0.12),
-    "PPA": ("increasing", 1.0, 0.06),
-    "WB": ("bump", 0.5, 0.5),  # large offset: broad
+PROFILE_SHAPES: dict[str, tuple[str, float]] = {
+    # ROI: (shape, parameter): contrast first/last layer for early and late, peak depth for mid
+    "V1": ("early", 8.0),
+    "V2": ("early", 8.0),
+    "V3": ("early", 8.0),
+    "V4": ("mid", 1 / 3),
+    "LOC": ("mid", 0.5),
+    "EBA": ("mid", 2 / 3),
+    "FFA": ("late", 8.0),
+    "STS": ("two-layer", 0.0),
+    "PPA": ("late", 8.0),
+    "WB": ("flat", 0.0),
 }
+"""The planted profile of each ROI; see :func:`layer_shares`."""
+
+_MID_WIDTH = 0.2
+"""Width (sd, in units of depth 0..1) of the mid profile's Gaussian bump."""
+_SHARE_DECIMALS = 12
+"""Shares are rounded before normalising, so mirror-image depths tie exactly (a rank check of a fit
+must see a tie as a tie, not as an order decided by rounding)."""
 
 _CHROMA_AXES = np.array([[1.0, -0.5, -0.5], [0.0, 0.866, -0.866]])
 """Two colour directions orthogonal to grey, so colour and brightness are drawn separately."""
@@ -84,43 +111,58 @@ _ENCODERS = (
 reproducible: x264's crf mode was seen to vary between runs with the same input."""
 
 
+def layer_shares(shape: str, n_layers: int, parameter: float = 0.0) -> np.ndarray:
+    """Planted signal shares of the layers (depth 0 .. 1 from first to last), non-negative, summing to 1.
+
+    - ``"early"``: decreasing geometrically with depth, the first layer ``parameter`` times the last;
+    - ``"late"``: the mirror image, increasing;
+    - ``"mid"``: a Gaussian bump peaking at depth ``parameter`` (sd 0.2): low at both ends;
+    - ``"flat"``: equal shares;
+    - ``"two-layer"``: the first and the last layer carry half each, the others nothing.
+
+    Raises
+    ------
+    ValueError
+        Unknown shape, ``n_layers < 1``, or a contrast below 1.
+    """
+    if n_layers < 1:
+        raise ValueError(f"n_layers = {n_layers}: must be >= 1")
+    depth = np.linspace(0.0, 1.0, n_layers) if n_layers > 1 else np.zeros(1)
+    if shape in ("early", "late"):
+        if parameter < 1:
+            raise ValueError(f"{shape} profile: contrast {parameter} must be >= 1")
+        values = parameter ** ((1 - depth) if shape == "early" else depth)
+    elif shape == "mid":
+        values = np.exp(-0.5 * ((depth - parameter) / _MID_WIDTH) ** 2)
+    elif shape == "flat":
+        values = np.ones(n_layers)
+    elif shape == "two-layer":
+        values = np.zeros(n_layers)
+        values[[0, -1]] = 1.0
+    else:
+        raise ValueError(f"unknown profile shape {shape!r}; known: early, mid, late, flat, two-layer")
+    values = np.round(values, _SHARE_DECIMALS)
+    return values / values.sum()
+
+
 def planted_layer_profiles(rois: list[str] | tuple[str, ...], n_layers: int) -> dict[str, np.ndarray]:
-    """Planted layer weights per ROI: non-negative, summing to 1, all values distinct.
+    """Planted signal shares per ROI (:data:`PROFILE_SHAPES`): early visual ROIs draw on early layers.
 
-    Each profile is ``rank + offset`` normalised, so neighbouring values are equally far
-    apart (one rank step) and a rank-correlation check of a fit is not decided by near-ties;
-    the offset sets how steep the profile is:
-
-    - early visual (V1, V2, V3): strictly decreasing with depth (V1 steepest);
-    - V4, LOC, EBA: a strongly asymmetric bump peaking at depth 0.3, 0.45, 0.6 — a steep rise
-      from the lowest ranks to the peak, then a slow decline that stays above the rising side,
-      so the two tails never hold near-equal values;
-    - FFA, STS, PPA: strictly increasing with depth (PPA steepest);
-    - WB: the same asymmetric bump at mid depth with a large offset, i.e. broad.
+    V1-V3 decrease with depth (first layer 8 times the last), V4, LOC and EBA are bumps peaking at
+    depth 1/3, 1/2 and 2/3, FFA and PPA increase, STS draws on the first and the last layer only,
+    and WB on every layer alike. Steep shapes on purpose: the layers of one network share most of
+    their variance, so a shallow profile's order is not identifiable from ~100 videos (measured on
+    tests/science.yaml: a contrast of 4 was ranked wrongly by the kernel solver in one ROI of three).
 
     Raises
     ------
     ValueError
         An ROI has no planted profile, or ``n_layers < 1``.
     """
-    if n_layers < 1:
-        raise ValueError(f"n_layers = {n_layers}: must be >= 1")
-    profiles = {}
-    for roi in rois:
-        if roi not in _PROFILE_SHAPES:
-            raise ValueError(f"no planted layer profile for ROI {roi!r}; known: {', '.join(_PROFILE_SHAPES)}")
-        shape, peak_depth, offset = _PROFILE_SHAPES[roi]
-        depth = np.arange(n_layers)
-        if shape == "decreasing":
-            ranks = n_layers - depth
-        elif shape == "increasing":
-            ranks = depth + 1
-        else:
-            peak = round(peak_depth * (n_layers - 1))
-            ranks = np.where(depth < peak, depth + 1, n_layers + peak - depth)
-        values = ranks + offset * n_layers
-        profiles[roi] = values / values.sum()
-    return profiles
+    unknown = [roi for roi in rois if roi not in PROFILE_SHAPES]
+    if unknown:
+        raise ValueError(f"no planted layer profile for ROI {unknown[0]!r}; known: {', '.join(PROFILE_SHAPES)}")
+    return {roi: layer_shares(PROFILE_SHAPES[roi][0], n_layers, PROFILE_SHAPES[roi][1]) for roi in rois}
 
 
 def noise_ceiling(noise_sd: float, n_repetitions: int = N_REPETITIONS) -> float:
@@ -239,45 +281,56 @@ def make_video_frames(rng: np.random.Generator, n_frames: int, size: int = 64) -
     return np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
 
 
-def _distinctive_directions(
-    layers: list[np.ndarray], n_directions: int, ridge: float
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per layer, up to ``n_directions`` video directions that are distinctive of it, with their cost.
+def _standardised_kernel(features: np.ndarray) -> np.ndarray:
+    """``Z Z^T / D`` of the column-standardised features (constant columns 0), mean eigenvalue 1 without them."""
+    z = features - features.mean(axis=0)
+    std = np.sqrt(np.einsum("ij,ij->j", z, z) / len(z))
+    z *= np.divide(1.0, std, out=np.zeros_like(std), where=std > 0)
+    return z @ z.T / z.shape[1]
 
-    Layers of one network are nearly the same function of the videos (centred kernel alignment
-    0.92-0.996 between neighbouring random-init AlexNet layers), so a signal drawn along random
-    feature directions cannot be attributed to its layer. Instead each layer's signal lies along
-    the top generalised eigenvectors ``v`` of ``K_l v = lam (sum_{m != l} K_m + ridge I) v``,
-    ``K_l = Z_l Z_l^T / D_l``: directions where layer l varies most relative to the others. The
-    direction ``F = K_l V = X_l (X_l^T V)``, ``X_l = Z_l / sqrt(D_l)`` (the model's balanced
-    block), is a linear function of layer l's own features with coefficients ``X_l^T V``, so
-    it is defined for held-out videos too; ``C = V^T K_l V`` gives their squared norm
-    (``||X_l^T V g||^2 = g^T C g``). Few directions keep the signal learnable from ~100 videos.
-    Returns ``(F, C)`` per layer, F of shape (n_videos, k_l) with unit-variance columns,
-    C (k_l, k_l); k_l = 0 for a constant layer.
+
+def layer_signal_maps(layers: Mapping[str, np.ndarray], ridge: float = SIGNAL_RIDGE) -> list[np.ndarray]:
+    """Per layer the map ``A_l = K_l (Kbar_l + ridge * mean_eig(Kbar_l) I)^(-1/2)``, (n_videos, n_videos).
+
+    ``A_l u`` with ``u ~ N(0, I)`` is a random linear function of layer l's standardised features,
+    weighted towards what it carries and the other layers do not (module docstring). With a single
+    layer ``Kbar`` is 0 and the map is ``K_l``.
+
+    Raises
+    ------
+    ValueError
+        A layer is constant over the videos (it could carry no signal).
     """
-    n = layers[0].shape[0]
-    kernels = []
-    for features in layers:
-        z = features - features.mean(axis=0)
-        std = np.sqrt(np.einsum("ij,ij->j", z, z) / n)
-        z *= np.divide(1.0, std, out=np.zeros_like(std), where=std > 0)  # constant columns -> 0
-        kernels.append(z @ z.T / z.shape[1])
-    total = sum(kernels)
-    out = []
-    for kernel in kernels:
-        others = total - kernel
-        scale = np.trace(others) / n if np.trace(others) > 0 else 1.0
-        eigval, eigvec = scipy.linalg.eigh(kernel, others + ridge * scale * np.eye(n))
-        keep = eigval[::-1] > 1e-9 * max(eigval.max(), 1e-300)
-        basis = eigvec[:, ::-1][:, keep][:, :n_directions]
-        basis -= basis.mean(axis=0)  # K_l has centred rows, so this leaves F unchanged and keeps C exact
-        directions = kernel @ basis
-        std = directions.std(axis=0)
-        varying = std > 1e-12 * std.max(initial=0.0)
-        basis = basis[:, varying] / std[varying]
-        out.append((kernel @ basis, basis.T @ kernel @ basis))
-    return out
+    kernels = {name: _standardised_kernel(features) for name, features in layers.items()}
+    constant = [name for name, kernel in kernels.items() if not np.trace(kernel) > 0]
+    if constant:
+        raise ValueError(f"layer_features: layer(s) {', '.join(constant)} constant over the videos: no signal to plant")
+    n = len(next(iter(kernels.values())))
+    maps = []
+    for name, kernel in kernels.items():
+        others = [k for other, k in kernels.items() if other != name]
+        mean_other = sum(others) / len(others) if others else np.zeros_like(kernel)
+        eigval, eigvec = np.linalg.eigh(mean_other)
+        scale = max(np.trace(mean_other) / n, 0.0) or 1.0
+        inv_sqrt = (eigvec / np.sqrt(np.clip(eigval, 0.0, None) + ridge * scale)) @ eigvec.T
+        maps.append(kernel @ inv_sqrt)
+    return maps
+
+
+def draw_layer_signals(rng: np.random.Generator, maps: list[np.ndarray], n_voxels: int) -> np.ndarray:
+    """Per voxel one unit-variance signal per layer, ``A_l u`` with independent ``u ~ N(0, I)``.
+
+    The layers' draws are independent, so two layers' signals of a voxel are uncorrelated in
+    expectation, and what correlation a draw has averages out over voxels.
+
+    Returns
+    -------
+    array of shape (n_layers, n_videos, n_voxels)
+    """
+    n = maps[0].shape[0]
+    signals = np.stack([mapping @ rng.standard_normal((n, n_voxels)) for mapping in maps])
+    signals -= signals.mean(axis=1, keepdims=True)
+    return signals / signals.std(axis=1, keepdims=True)
 
 
 def _wb_mask(rng: np.random.Generator, n_voxels: int) -> np.ndarray:
@@ -317,24 +370,17 @@ def _per_roi(
     return {roi: float(value) for roi in rois}
 
 
-def _planted_signal(
-    rng: np.random.Generator, directions: list[tuple[np.ndarray, np.ndarray]], weights: np.ndarray, n_voxels: int
-) -> np.ndarray:
-    """Unit-variance signal (n_videos, n_voxels): ``sum_l a_l X_l b_l`` with ``||b_l|| = 1`` per voxel.
+def _correlation_summary(correlations: list[np.ndarray]) -> dict[str, float]:
+    """How far apart the layers' signals of a voxel are: Pearson r of every layer pair of every voxel."""
+    pooled = np.concatenate(correlations) if correlations else np.zeros(1)
+    return {"mean": float(pooled.mean()), "mean_abs": float(np.abs(pooled).mean()),
+            "max_abs": float(np.abs(pooled).max())}  # fmt: skip
 
-    Equal coefficient norms put the truth in the fitted model's own terms (layer weight times
-    a coefficient vector on the balanced block, the vector's norm penalised alike for every
-    layer), so the regularised optimum orders the layers as planted. A layer part of unit
-    variance instead would favour the layer that reaches its direction most cheaply.
-    """
-    signal = np.zeros((directions[0][0].shape[0], n_voxels))
-    for a, (basis, cost) in zip(weights, directions, strict=True):
-        if basis.shape[1]:
-            draws = rng.standard_normal((basis.shape[1], n_voxels))
-            norms = np.sqrt(np.einsum("kv,kj,jv->v", draws, cost, draws))
-            signal += a * (basis @ draws) / norms
-    signal -= signal.mean(axis=0)
-    return signal / signal.std(axis=0)
+
+def _summary(values: list[np.ndarray]) -> dict[str, float]:
+    """min, median and max of per-voxel values pooled over subjects."""
+    pooled = np.concatenate(values)
+    return {"min": float(pooled.min()), "median": float(np.median(pooled)), "max": float(pooled.max())}
 
 
 def write_synthetic_dataset(
@@ -374,7 +420,8 @@ def write_synthetic_dataset(
     voxels : dict of str to int, optional
         Voxels per ROI; its keys choose the ROIs. Default :data:`DEFAULT_VOXELS` (all ten).
     noise_sd : float or dict of str to float, optional
-        Noise sd per repetition (signal sd is 1). Default :data:`DEFAULT_NOISE_SD`.
+        The ROI's typical noise sd per repetition (a unit-gain signal has sd 1); each voxel's
+        varies about it. Default :data:`DEFAULT_NOISE_SD`.
     frame_size : int, default=64
         Height and width of the frames (even).
     fps_choices : tuple of int, default=(10, 15)
@@ -388,7 +435,11 @@ def write_synthetic_dataset(
     Returns
     -------
     dict
-        The ground truth, as written to ``out_dir/ground_truth.json``.
+        The ground truth, as written to ``out_dir/ground_truth.json``: per ROI the profile
+        ``shape``, the planted ``layer_shares`` and the shares measured on the written signal
+        (``layer_shares_empirical``: per voxel each layer's covariance with the signal over its
+        variance, mean over voxels), the noise ceiling (planted, and measured against the
+        repetition means), and the spread of the voxels' gains and noise sds.
     """
     out_dir = Path(out_dir)
     voxels = dict(DEFAULT_VOXELS if voxels is None else voxels)
@@ -417,25 +468,38 @@ def write_synthetic_dataset(
     report(f"wrote {len(paths)} videos to {video_dir}")
 
     layers = _check_layer_features(layer_features(paths[:n_videos]), n_videos)
-    factors = _distinctive_directions(list(layers.values()), N_DIRECTIONS, DIRECTION_RIDGE)
-    if not any(f.shape[1] for f, _ in factors):
-        raise ValueError("layer_features: every feature is constant over videos; nothing to plant a signal in")
+    maps = layer_signal_maps(layers)
     profiles = planted_layer_profiles(rois, len(layers))
     report(f"computed features of {n_videos} training videos ({len(layers)} layers)")
 
     subjects = [f"sub{s:02d}" for s in range(1, n_subjects + 1)]
-    empirical: dict[str, list[float]] = {roi: [] for roi in rois}
+    measured: dict[str, dict[str, list[np.ndarray]]] = {
+        roi: {"gain": [], "noise_sd": [], "ceiling": [], "empirical": [], "shares": []} for roi in rois
+    }
+    correlations = []
     responses_root = out_dir / DataConfig.responses_dir
     for s, subject in enumerate(subjects, start=1):
         for roi in rois:
             rng = np.random.default_rng([seed, _STREAM_RESPONSES, s, list(ROI_TRACKS).index(roi)])
             n_vox = voxels[roi]
-            signal = _planted_signal(rng, factors, profiles[roi], n_vox)
-            noise_draw = noise[roi] * rng.standard_normal((n_videos, N_REPETITIONS, n_vox))
-            offset = rng.normal(0.0, 2.0, n_vox)
-            train = (signal[:, None, :] + noise_draw + offset).astype(np.float32)
-            mean = train.mean(axis=1, dtype=np.float64)
-            empirical[roi].extend(pearson_columns(signal, mean).tolist())
+            z = draw_layer_signals(rng, maps, n_vox)
+            terms = np.sqrt(profiles[roi])[:, None, None] * z
+            scale = terms.sum(axis=0).std(axis=0)  # 1 up to the chance correlations of the voxel's z
+            terms /= scale
+            signal = terms.sum(axis=0)
+            gain = np.exp(rng.normal(0.0, VOXEL_SPREAD, n_vox))
+            voxel_sd = noise[roi] * np.exp(rng.normal(0.0, VOXEL_SPREAD, n_vox))
+            offset = rng.normal(0.0, 1.0, n_vox)
+            noise_draw = voxel_sd * rng.standard_normal((n_videos, N_REPETITIONS, n_vox))
+            train = ((gain * signal)[:, None, :] + noise_draw + offset).astype(np.float32)
+            m = measured[roi]
+            m["gain"].append(gain)
+            m["noise_sd"].append(voxel_sd)
+            m["ceiling"].append(np.sqrt(1.0 / (1.0 + (voxel_sd / gain) ** 2 / N_REPETITIONS)))
+            m["empirical"].append(pearson_columns(signal, train.mean(axis=1, dtype=np.float64)))
+            m["shares"].append(np.einsum("lnv,nv->lv", terms, signal) / np.einsum("nv,nv->v", signal, signal))
+            pairs = np.triu_indices(len(z), k=1)
+            correlations.append(np.einsum("lnv,mnv->lmv", z, z)[pairs].ravel() / n_videos)
             content = {"train": train}
             if roi == "WB":
                 content["voxel_mask"] = _wb_mask(np.random.default_rng([seed, _STREAM_MASK, s]), n_vox)
@@ -452,25 +516,30 @@ def write_synthetic_dataset(
         "layers": list(layers),
         "layer_dims": {name: int(f.shape[1]) for name, f in layers.items()},
         "features": dict(features or {}),
-        "directions_per_layer": N_DIRECTIONS,
-        "direction_ridge": DIRECTION_RIDGE,
         "videos": {"frame_size": frame_size, "fps_choices": list(fps_choices), "seconds": CLIP_SECONDS},
+        "signal_ridge": SIGNAL_RIDGE,
+        "voxel_spread": VOXEL_SPREAD,
+        "layer_signal_correlation": _correlation_summary(correlations),
         "model": (
-            "signal_v = sum_l a_l * f_lv, f_lv = X_l @ b_lv, X_l = Z_l / sqrt(D_l) with Z_l column-standardised "
-            "layer features (constant columns 0), b_lv = X_l^T V_l g_lv scaled to unit norm, g_lv ~ N(0, I_k), V_l the "
-            "top k generalised eigenvectors of K_l = Z_l Z_l^T / D_l against the sum of the other layers' kernels "
-            "(+ ridge * mean eigenvalue * I): directions distinctive of layer l, so the profile is identifiable "
-            "and the low-rank signal learnable; each voxel's signal scaled to unit variance over videos; "
-            "each repetition adds N(0, noise_sd^2) noise and a per-voxel offset"
+            "response_vr = gain_v * sum_l sqrt(layer_shares_l) * z_lv + offset_v + noise_vr; z_lv = unit-variance "
+            "K_l (Kbar_l + signal_ridge * mean_eig(Kbar_l) I)^(-1/2) u_lv, u_lv ~ N(0, I), K_l = Z_l Z_l^T / D_l of "
+            "the column-standardised features of layer l over the training videos, Kbar_l the mean of the other "
+            "layers' K_m; u_lv independent; the terms scaled together so that the signal has variance 1; "
+            "log gain_v and log noise sd_v ~ N(log level, voxel_spread^2) (level 1 and the ROI's noise_sd), "
+            "offset_v ~ N(0, 1), noise_vr ~ N(0, sd_v^2) independent per repetition"
         ),
         "rois": {
             roi: {
                 "track": ROI_TRACKS[roi],
-                "layer_weights": profiles[roi].tolist(),
-                "noise_sd": noise[roi],
+                "shape": PROFILE_SHAPES[roi][0],
+                "layer_shares": profiles[roi].tolist(),
+                "layer_shares_empirical": np.concatenate(measured[roi]["shares"], axis=1).mean(axis=1).tolist(),
                 "n_voxels": voxels[roi],
-                "noise_ceiling": noise_ceiling(noise[roi]),
-                "noise_ceiling_empirical": float(np.mean(empirical[roi])),
+                "noise_sd": noise[roi],
+                "noise_ceiling": float(np.concatenate(measured[roi]["ceiling"]).mean()),
+                "noise_ceiling_empirical": float(np.concatenate(measured[roi]["empirical"]).mean()),
+                "voxel_gain": _summary(measured[roi]["gain"]),
+                "voxel_noise_sd": _summary(measured[roi]["noise_sd"]),
             }
             for roi in rois
         },

@@ -68,6 +68,7 @@ def solve_kernel(
     search_voxels: int = 1000,
     memory_budget_mb: float = 1024.0,
     primal: bool = True,
+    pcc: str = "pearson",
     seed: SeedLike = 0,
     state: dict | None = None,
     on_epoch: Callable[[int, Callable[[], dict]], None] | None = None,
@@ -123,6 +124,8 @@ def solve_kernel(
         Also return the primal coefficients (n_features x n_voxels: 3 GB for a whole-brain ROI
         on 38k features, and the dominant cost of a large fit). Without them, ``coef`` is None
         and predictions go through ``dual_coef`` and the Gram matrices of the new rows.
+    pcc : {"pearson", "original"}, default="pearson"
+        The correlation of ``val_mean_r`` (``lwroi.encoding.metrics``).
     seed, state : ignored
         The search is deterministic (models with the same rows are solved once) and takes
         seconds: an interrupted one starts again and finds the same result.
@@ -167,7 +170,7 @@ def solve_kernel(
         if key not in solved:
             key = (gram_key, hashlib.sha1(train.tobytes()).digest())
             problem = _Problem(X, layer_of_feature, Y, grams, train, key, alphas_t, budget, search_voxels)
-            solved[key] = problem.solve(design, refine_steps, val, step_done, primal)
+            solved[key] = problem.solve(design, refine_steps, val, step_done, primal, pcc)
         results.append(solved[key])
     return SGDResult(
         layer_weights=_stack([r["layer_weights"] for r in results]),
@@ -217,7 +220,10 @@ class _Problem:
         search_voxels: int,
     ) -> None:
         self.X, self.Y, self.lof = X, Y, layer_of_feature
-        self.device, self.dtype = X.device, X.dtype
+        # The search runs in float64 whatever X's dtype: its gradient steps amplify rounding, and
+        # float32 rounding depends on how BLAS splits the work over threads, so in float32 the chosen
+        # weighting (hence results.csv) moved by 1e-3 between 1 and 2 threads. Outputs use X's dtype.
+        self.device, self.out_dtype = X.device, X.dtype
         self.key = key
         self.train = torch.from_numpy(train).to(self.device)
         self.n = n = len(train)
@@ -231,28 +237,22 @@ class _Problem:
         # shared by the ROI, and its cost then stops growing with the voxel count.
         V = Yc.shape[1]
         subset = torch.from_numpy(np.unique(np.linspace(0, V - 1, min(V, search_voxels)).round().astype(np.int64)))
-        self.Yc = Yc.to(self.dtype)
+        self.Yc = Yc
         self.var = Yc.square().sum(0) / (n - 1)
         self.search = subset.to(self.device)
         self.Ys, self.var_s = self.Yc.index_select(1, self.search), self.var.index_select(0, self.search)
         self.cache_bytes = budget // 2
-        self.batch = voxel_batch_size(n, X.shape[1], len(alphas), X.element_size(), budget // 2)
+        self.batch = voxel_batch_size(n, X.shape[1], len(alphas), 8, budget // 2)
 
     def decompose(self, gamma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Eigenvalues (as float64, clipped at 0) and eigenvectors of the centred kernel; cached.
-
-        The kernel is summed in float64 and decomposed in X's dtype: float32 is 2-3x faster and
-        ample for ridge strengths from 1e-3 of the mean eigenvalue up (the GCV shrinkage
-        ``alpha / (lambda + alpha)`` barely moves with rounding of lambda); float64 input stays
-        float64 throughout.
-        """
+        """Eigenvalues (clipped at 0) and eigenvectors of the centred kernel, float64; cached."""
         key = (*self.key, gamma.cpu().numpy().tobytes())
         hit = _DECOMPOSITIONS.get(key)
         if hit is not None:
             _DECOMPOSITIONS.move_to_end(key)
             return hit
-        eigvals, eigvecs = torch.linalg.eigh(torch.tensordot(gamma, self.centred, dims=1).to(self.dtype))
-        entry = (eigvals.to(torch.float64).clamp_min(0.0), eigvecs)
+        eigvals, eigvecs = torch.linalg.eigh(torch.tensordot(gamma, self.centred, dims=1))
+        entry = (eigvals.clamp_min(0.0), eigvecs)
         _DECOMPOSITIONS[key] = entry
         size = entry[1].numel() * entry[1].element_size()
         while _DECOMPOSITIONS and len(_DECOMPOSITIONS) * size > self.cache_bytes:
@@ -268,7 +268,7 @@ class _Problem:
     def gcv_r2(self, z: torch.Tensor, var: torch.Tensor, table: tuple) -> tuple[torch.Tensor, torch.Tensor]:
         """Best GCV R^2 over the alphas and its index, per voxel, from eigenbasis coordinates z."""
         _, shrink2, dof_free = table
-        rss = shrink2 @ z.to(torch.float64).square()
+        rss = shrink2 @ z.square()
         r2 = 1.0 - self.n * rss / dof_free.square()[:, None] / var.clamp_min(1e-300)
         best, index = r2.max(0)
         return torch.where(var > 0, best, torch.zeros_like(best)), index
@@ -285,7 +285,7 @@ class _Problem:
         return float(r2.mean()), index
 
     def solve(self, design: np.ndarray, refine_steps: int, val: np.ndarray, step_done: Callable[[], None],
-              primal: bool) -> dict:
+              primal: bool, pcc: str) -> dict:
         """Search gamma (design, then gradient steps), refit at the best, score the validation rows."""
         scores: list[float] = []
         best = {"score": -math.inf, "step": 0}
@@ -316,11 +316,11 @@ class _Problem:
         return {
             "layer_weights": gamma.sqrt().cpu().numpy(),
             "coef": fit["coef"],
-            "dual_coef": fit["dual"].cpu().numpy(),
-            "intercept": fit["intercept"].cpu().numpy(),
+            "dual_coef": fit["dual"].to(self.out_dtype).cpu().numpy(),
+            "intercept": fit["intercept"].to(self.out_dtype).cpu().numpy(),
             "best_step": best["step"],
             "best_score": best["score"],
-            "val_mean_r": self._score(fit, val),
+            "val_mean_r": self._score(fit, val, pcc),
             "history": np.asarray(scores),
         }
 
@@ -339,7 +339,7 @@ class _Problem:
         alpha_all, _, dof_free = self.gcv_table(eigvals)
         mean_eig = eigvals.sum() / (n - 1)
         inv = 1.0 / (eigvals[None, :] + alpha_all[:, None])  # (A, n)
-        inner = torch.zeros((n, n), dtype=self.dtype, device=self.device)
+        inner = torch.zeros((n, n), dtype=torch.float64, device=self.device)
         diagonal = torch.zeros(n, dtype=torch.float64, device=self.device)
         alpha_term = torch.zeros((), dtype=torch.float64, device=self.device)
         for start in range(0, V, self.batch):
@@ -347,19 +347,19 @@ class _Problem:
             index = alpha_index[part]
             alpha, d, var = alpha_all[index], dof_free[index], self.var_s[part]
             inv_v = inv.index_select(0, index).T  # (n, B)
-            z = (eigvecs.T @ self.Ys[:, part]).to(torch.float64)
+            z = eigvecs.T @ self.Ys[:, part]
             p = z * inv_v
             rss = alpha.square() * p.square().sum(0)
             weight = (var > 0).to(torch.float64) / (V * var.clamp_min(1e-300))
             c_rss = -n * weight / d.square()
             c_dof = 2.0 * n * weight * rss / d.pow(3)
-            inner += (p * (-2.0 * c_rss * alpha.square())).to(self.dtype) @ (p * inv_v).to(self.dtype).T
+            inner += (p * (-2.0 * c_rss * alpha.square())) @ (p * inv_v).T
             diagonal += inv_v.square() @ (-c_dof * alpha)
             d_rss = 2.0 * alpha * (z.square() * eigvals[:, None] * inv_v.pow(3)).sum(0)
             d_dof = (eigvals[:, None] * inv_v.square()).sum(0)
             alpha_term += (alpha / mean_eig * (c_rss * d_rss + c_dof * d_dof)).sum()
-        inner.diagonal().add_(diagonal.to(self.dtype))
-        outer = (eigvecs @ inner @ eigvecs.T).to(torch.float64)
+        inner.diagonal().add_(diagonal)
+        outer = eigvecs @ inner @ eigvecs.T
         grad_gamma = (self.centred * outer).sum((1, 2)) + alpha_term * self.traces / (n - 1)
         return gamma * (grad_gamma - (gamma * grad_gamma).sum())
 
@@ -375,41 +375,42 @@ class _Problem:
         eigvals, eigvecs = self.decompose(gamma)
         table = self.gcv_table(eigvals)
         V = self.Yc.shape[1]
-        dual = torch.zeros((self.X.shape[0], V), dtype=self.dtype, device=self.device)
+        dual = torch.zeros((self.X.shape[0], V), dtype=torch.float64, device=self.device)
         for start in range(0, V, self.batch):
             part = slice(start, start + self.batch)
             z = eigvecs.T @ self.Yc[:, part]
             _, index = self.gcv_r2(z, self.var[part], table)
             shrink = 1.0 / (eigvals[:, None] + table[0][index][None, :])
-            dual[self.train, part] = (eigvecs @ (z.to(torch.float64) * shrink).to(self.dtype))
+            dual[self.train, part] = eigvecs @ (z * shrink)
         # sum_l gamma_l K_l[:, T] over all rows of X: the intercept and the validation predictions need it
         cross = torch.tensordot(gamma, self.grams.index_select(2, self.train), dims=1)
         mean_row = cross.index_select(0, self.train).mean(0)
-        intercept = self.y_mean - mean_row @ dual.index_select(0, self.train).to(torch.float64)
-        out = {"dual": dual, "intercept": intercept.to(self.dtype), "cross": cross, "coef": None}
+        intercept = self.y_mean - mean_row @ dual.index_select(0, self.train)
+        out = {"dual": dual, "intercept": intercept, "cross": cross, "coef": None}
         if primal:
-            scale = gamma.to(self.dtype).index_select(0, self.lof)
+            scale = gamma.to(self.out_dtype).index_select(0, self.lof)
             X_train = self.X.index_select(0, self.train)
-            coef = np.empty((self.X.shape[1], V), dtype=torch.empty(0, dtype=self.dtype).numpy().dtype)
+            coef = np.empty((self.X.shape[1], V), dtype=torch.empty(0, dtype=self.out_dtype).numpy().dtype)
             for start in range(0, V, self.batch):
                 part = slice(start, start + self.batch)
-                coef[:, part] = (scale[:, None] * (X_train.T @ dual[self.train, part])).cpu().numpy()
+                dual_part = dual[self.train, part].to(self.out_dtype)
+                coef[:, part] = (scale[:, None] * (X_train.T @ dual_part)).cpu().numpy()
             out["coef"] = coef
         return out
 
-    def _score(self, fit: dict, val: np.ndarray) -> float:
-        """Mean voxel Pearson r on the validation rows (predicted from the Gram matrices); NaN when fewer than 2."""
+    def _score(self, fit: dict, val: np.ndarray, pcc: str) -> float:
+        """Mean voxel correlation on the validation rows (predicted from the Gram matrices); NaN when fewer than 2."""
         if len(val) < 2:
             return math.nan
         rows = torch.from_numpy(val).to(self.device)
-        kernel = fit["cross"].index_select(0, rows).to(self.dtype)
+        kernel = fit["cross"].index_select(0, rows)
         dual_train, Y_val = fit["dual"].index_select(0, self.train), self.Y.index_select(0, rows)
         V = dual_train.shape[1]
         total = 0.0
         for start in range(0, V, self.batch):
             part = slice(start, start + self.batch)
             pred = kernel @ dual_train[:, part] + fit["intercept"][part]
-            total += float(pearson_r_columns_torch(Y_val[:, part], pred).sum())
+            total += float(pearson_r_columns_torch(Y_val[:, part], pred, kind=pcc).sum())
         return total / V
 
 

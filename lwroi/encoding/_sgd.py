@@ -13,6 +13,11 @@ views of the stacked parameters: a model with no gradient this step (stopped ear
 in a ragged epoch) is skipped by the optimizer, so its parameters and Adam state stay exactly as
 they were. Early-stopping bookkeeping lives on the device; the host synchronises once per epoch,
 to learn which models stopped.
+
+Early stopping follows the original's ``EarlyStopping``: the first epoch is always the best so
+far; a later epoch improves only if its score is at least the best plus ``min_delta`` (``>=``,
+so with ``min_delta = 0`` an equal score counts as an improvement and moves the restored state
+to the later epoch); after ``patience`` epochs without improvement the model stops.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import numpy as np
 import torch
 
 from lwroi.encoding._arrays import check_solver_arrays
-from lwroi.encoding.metrics import pearson_r_columns_torch
+from lwroi.encoding.metrics import PCC_KINDS, pearson_r_columns_torch
 
 _CHUNK_ELEMENTS = 1 << 25
 """Largest gathered (models x rows x features) block when scoring validation rows (128 MB float32)."""
@@ -56,8 +61,9 @@ class SGDResult:
     best_score : array of shape (n_models,)
         Early-stopping metric of the restored state, as the solver computed it.
     val_mean_r : array of shape (n_models,)
-        Mean voxel Pearson r of the restored state over each model's whole validation set,
-        whatever the early-stopping metric, so runs with different metrics compare alike.
+        Mean voxel correlation (the solver's ``pcc`` kind) of the restored state over each
+        model's whole validation set, whatever the early-stopping metric, so runs with
+        different metrics compare alike.
     history : dict of str to array of shape (n_models, n_epochs_run)
         ``"val_score"`` and ``"train_loss"`` (mean over the epoch's minibatches, penalties
         included) per epoch; NaN after a model stopped.
@@ -94,6 +100,8 @@ def solve_sgd(
     min_delta: float = 1e-3,
     metric: str = "pcc",
     val_pcc: str = "full",
+    pcc: str = "pearson",
+    drop_last: bool = False,
     seed: SeedLike = 0,
     state: dict | None = None,
     on_epoch: Callable[[int, Callable[[], dict]], None] | None = None,
@@ -103,11 +111,14 @@ def solve_sgd(
     Minimises, for each model g on its own training rows,
     ``MSE + wc[g] * mean_v sqrt(mean_j W_jv^2) + lay[g] * mean_l |a_l|`` (Zhou, Du & He 2022).
     Layer weights start at 1/L, W is Xavier-normal like the original (std sqrt(2 / (D + V))),
-    b is zero. Each epoch shuffles each model's rows with its own generator and visits each row
-    once (the last minibatch may be short; a model with fewer rows sits out the extra steps).
-    After each epoch the validation metric decides early stopping: a model improves when its
-    score beats its best by more than ``min_delta``; after ``patience`` epochs without improvement
-    it is frozen (parameters and Adam state stop changing) while the others go on. The best state
+    b is zero. Each epoch shuffles each model's rows with its own generator (``torch.randperm``)
+    and cuts the permutation into consecutive minibatches, like a ``DataLoader(shuffle=True)``:
+    the last one is short, or with ``drop_last`` left out (floor(n / batch_size) steps, the rows
+    beyond them unused that epoch); a model with fewer steps sits out the extra ones.
+    After each epoch the validation metric decides early stopping: the first epoch is always
+    the best so far, a later one improves when its score is at least the best plus
+    ``min_delta`` (the original's rule); after ``patience`` epochs without improvement the model
+    is frozen (parameters and Adam state stop changing) while the others go on. The best state
     is returned.
 
     Parameters
@@ -124,10 +135,16 @@ def solve_sgd(
         Penalty weights of model g.
     lr, batch_size, max_epochs, patience, min_delta : Adam and early-stopping settings.
     metric : {"pcc", "mse"}
-        "pcc": mean voxel Pearson r, higher is better; "mse": lower is better.
+        "pcc": mean voxel correlation, higher is better; "mse": lower is better.
     val_pcc : {"full", "batch"}
         "full": metric over each whole validation set; "batch": the original's mean over
         consecutive ``batch_size``-row batches of the validation rows, last short batch dropped.
+    pcc : {"pearson", "original"}
+        The correlation of the "pcc" metric and of ``val_mean_r``
+        (``lwroi.encoding.metrics``; "original": the original's r * n / (n - 1) variant).
+    drop_last : bool
+        Leave out each epoch's last short minibatch (the original's training loader). Needs
+        at least ``batch_size`` training rows per model.
     seed : int or sequence of G seeds
         An int s gives model g the stream of seed (s, g); a sequence gives model g the stream of
         ``seed[g]`` (an int or a tuple of ints). A model's result depends only on its own seed,
@@ -157,6 +174,8 @@ def solve_sgd(
         min_delta=min_delta,
         metric=metric,
         val_pcc=val_pcc,
+        pcc=pcc,
+        drop_last=drop_last,
     )
     if state is None:
         trainer.initialize(seed)
@@ -198,8 +217,10 @@ class _BatchedTrainer:
         min_delta: float,
         metric: str,
         val_pcc: str,
+        pcc: str,
+        drop_last: bool,
     ) -> None:
-        _check_inputs(X, layer_of_feature, Y, train_idx, val_idx, wc, lay, metric, val_pcc, batch_size)
+        _check_inputs(X, layer_of_feature, Y, train_idx, val_idx, wc, lay, metric, val_pcc, pcc, drop_last, batch_size)
         self.X, self.Y, self.lof = X, Y, layer_of_feature
         self.device, self.dtype = X.device, X.dtype
         self.n_models = G = len(train_idx)
@@ -210,20 +231,23 @@ class _BatchedTrainer:
         # nondeterministic, on CUDA).
         self.layer_onehot = torch.nn.functional.one_hot(layer_of_feature, self.n_layers).to(X.dtype)
         self.lr, self.batch_size, self.patience, self.min_delta = lr, batch_size, patience, min_delta
-        self.metric, self.val_pcc = metric, val_pcc
+        self.metric, self.val_pcc, self.pcc, self.drop_last = metric, val_pcc, pcc, bool(drop_last)
         self.train_idx = [np.asarray(i, dtype=np.int64) for i in train_idx]
         self.n_train = np.array([len(i) for i in self.train_idx])
         self.penalties = {"wc": [float(x) for x in wc], "lay": [float(x) for x in lay]}
         self.wc = torch.tensor(self.penalties["wc"], dtype=self.dtype, device=self.device)
         self.lay = torch.tensor(self.penalties["lay"], dtype=self.dtype, device=self.device)
 
-        # Ragged epochs: model g has ceil(n_g / B) minibatches; the step grid is padded to the
-        # longest, and a padded slot has mask 0 (a step with no rows is no step for that model).
+        # Ragged epochs: model g has ceil(n_g / B) minibatches (floor with drop_last), the first
+        # n_used[g] rows of its epoch permutation; the step grid is padded to the longest, and a
+        # padded slot has mask 0 (a step with no rows is no step for that model).
         B = batch_size
-        self.steps_per_epoch = int(np.ceil(self.n_train.max() / B))
-        self.n_batches = torch.tensor(np.ceil(self.n_train / B), dtype=self.dtype, device=self.device)
+        n_steps = self.n_train // B if self.drop_last else -(-self.n_train // B)
+        self.n_used = np.minimum(self.n_train, n_steps * B)
+        self.steps_per_epoch = int(n_steps.max())
+        self.n_batches = torch.tensor(n_steps, dtype=self.dtype, device=self.device)
         slot = np.arange(self.steps_per_epoch * B)
-        row_mask = (slot[None, :] < self.n_train[:, None]).reshape(G, self.steps_per_epoch, B)
+        row_mask = (slot[None, :] < self.n_used[:, None]).reshape(G, self.steps_per_epoch, B)
         self.row_mask = torch.tensor(row_mask, dtype=self.dtype, device=self.device)
         self.step_has_rows_host = row_mask.any(-1)
         self.step_has_rows = torch.tensor(self.step_has_rows_host, device=self.device)
@@ -298,6 +322,8 @@ class _BatchedTrainer:
             "lr": self.lr,
             "metric": self.metric,
             "val_pcc": self.val_pcc,
+            "pcc": self.pcc,
+            "drop_last": self.drop_last,
         }
 
     def get_state(self) -> dict:
@@ -346,8 +372,8 @@ class _BatchedTrainer:
         G, B = self.n_models, self.batch_size
         rows = np.zeros((G, self.steps_per_epoch * B), dtype=np.int64)
         for g, gen in enumerate(self.generators):
-            perm = torch.randperm(int(self.n_train[g]), generator=gen).numpy()
-            rows[g, : self.n_train[g]] = self.train_idx[g][perm]
+            perm = torch.randperm(int(self.n_train[g]), generator=gen).numpy()[: self.n_used[g]]
+            rows[g, : self.n_used[g]] = self.train_idx[g][perm]
         rows_t = torch.from_numpy(rows).view(G, self.steps_per_epoch, B).to(self.device)
         loss_sum = torch.zeros(G, dtype=self.dtype, device=self.device)
         for s in range(self.steps_per_epoch):
@@ -407,12 +433,12 @@ class _BatchedTrainer:
             err = (pred - self.Y_val).square() * self.val_mask.unsqueeze(-1)
             return err.sum((1, 2)) / (self.val_mask.sum(1) * self.n_voxels)
         if self.val_pcc == "full":
-            return pearson_r_columns_torch(self.Y_val, pred, self.val_mask).mean(-1)
+            return pearson_r_columns_torch(self.Y_val, pred, self.val_mask, kind=self.pcc).mean(-1)
         G, B, V = self.n_models, self.batch_size, self.n_voxels
         n_batches = self.val_batch_mask.shape[1]
         used = slice(0, n_batches * B)
         r = pearson_r_columns_torch(
-            self.Y_val[:, used].reshape(G * n_batches, B, V), pred[:, used].reshape(G * n_batches, B, V)
+            self.Y_val[:, used].reshape(G * n_batches, B, V), pred[:, used].reshape(G * n_batches, B, V), kind=self.pcc
         ).view(G, n_batches, V)
         return (r.mean(-1) * self.val_batch_mask).sum(1) / self.val_batch_mask.sum(1)
 
@@ -420,7 +446,8 @@ class _BatchedTrainer:
         t = self.t
         self.epoch += 1
         gain = score if self.metric == "pcc" else -score
-        improved = live & (gain > t["best_gain"] + self.min_delta)
+        first = t["best_epoch"] == 0  # the original's first epoch is the best so far, whatever its score
+        improved = live & (first | (gain >= t["best_gain"] + self.min_delta))
         for name in _PARAMS:
             best = t[f"best_{name}"]
             shape = (self.n_models,) + (1,) * (best.ndim - 1)
@@ -438,7 +465,7 @@ class _BatchedTrainer:
         t = self.t
         a, W, b = t["best_a"], t["best_W"], t["best_b"]
         full = self._predict_rows(self.val_rows, a, W, b)
-        val_mean_r = pearson_r_columns_torch(self.Y_val, full, self.val_full_mask).mean(-1)
+        val_mean_r = pearson_r_columns_torch(self.Y_val, full, self.val_full_mask, kind=self.pcc).mean(-1)
         coef = W.to("cpu", copy=True).mul_(a.abs().index_select(1, self.lof).unsqueeze(-1).cpu())
         best_score = t["best_gain"] if self.metric == "pcc" else -t["best_gain"]
         return SGDResult(
@@ -477,6 +504,8 @@ def _check_inputs(
     lay: Sequence[float],
     metric: str,
     val_pcc: str,
+    pcc: str,
+    drop_last: bool,
     batch_size: int,
 ) -> None:
     """Fail before any work with a message that names the argument, its value and what was expected."""
@@ -485,6 +514,8 @@ def _check_inputs(
         raise ValueError(f"metric={metric!r}: must be one of {', '.join(_METRICS)}")
     if val_pcc not in _VAL_PCC:
         raise ValueError(f"val_pcc={val_pcc!r}: must be one of {', '.join(_VAL_PCC)}")
+    if pcc not in PCC_KINDS:
+        raise ValueError(f"pcc={pcc!r}: must be one of {', '.join(PCC_KINDS)}")
     G = len(train_idx)
     if G == 0:
         raise ValueError("train_idx is empty: nothing to train")
@@ -497,6 +528,13 @@ def _check_inputs(
             idx = np.asarray(idx)
             if len(idx) < least or idx.min() < 0 or idx.max() >= n:
                 raise ValueError(f"{name}[{g}]: need >= {least} row indices in [0, {n}); got {len(idx)} rows")
+    if drop_last:
+        short = [g for g, idx in enumerate(train_idx) if len(idx) < batch_size]
+        if short:
+            raise ValueError(
+                f"drop_last=True needs >= batch_size={batch_size} training rows per model; "
+                f"models {short} have fewer (no minibatch would be left)"
+            )
     if val_pcc == "batch":
         short = [g for g, idx in enumerate(val_idx) if len(idx) < batch_size]
         if short:

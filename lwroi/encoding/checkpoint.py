@@ -8,20 +8,44 @@ a checkpoint of another configuration is never resumed.
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from lwroi._io import atomic_path
+from lwroi._io import atomic_path, disk_full_error
 
 log = logging.getLogger("lwroi")
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any], *, fingerprint: str) -> None:
-    """Write ``state`` to ``path`` (temporary file, fsync, rename)."""
-    with atomic_path(path) as tmp:
-        torch.save({"fingerprint": fingerprint, "state": state}, tmp)
+    """Write ``state`` to ``path`` (temporary file, fsync, rename).
+
+    torch reports a full disk as a RuntimeError from its zip writer ("unexpected pos ..."), so a
+    failed save is checked against the space left and re-raised as :class:`DiskFullError`.
+    """
+    nbytes = _tensor_bytes(state)
+    with atomic_path(path, nbytes) as tmp:
+        try:
+            with open(tmp, "wb") as fh:  # closed on failure, so unlinking it frees the space at once
+                torch.save({"fingerprint": fingerprint, "state": state}, fh)
+        except RuntimeError:
+            tmp.unlink(missing_ok=True)
+            if shutil.disk_usage(tmp.parent).free < nbytes:
+                raise disk_full_error(Path(path), nbytes) from None
+            raise
+
+
+def _tensor_bytes(obj: Any) -> int:
+    """Bytes of every tensor in a nested dict/list: about the size of the saved file."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
 
 
 def load_checkpoint(path: str | Path, *, fingerprint: str) -> dict[str, Any] | None:

@@ -29,9 +29,9 @@ class TuneResult:
     grid : list of (wc, lay)
         In the order trained: wc-major, as ``itertools.product(wc_grid, lay_grid)``.
     scores : dict of (wc, lay) to float
-        Mean over folds of the fold's validation score: mean voxel Pearson r of the restored
-        best state on the fold's held-out rows (the same rows that decided early stopping, as
-        in the original).
+        Mean over folds of the fold's validation score: mean voxel correlation (the solver's
+        ``pcc`` kind) of the restored best state on the fold's held-out rows (the same rows
+        that decided early stopping, as in the original).
     fold_scores, best_epochs, n_epochs : dict of (wc, lay) to array of shape (n_folds,)
     layer_weights : dict of (wc, lay) to array of shape (n_folds, n_layers)
     best : (wc, lay)
@@ -61,21 +61,24 @@ def evaluate_grid_models(
     device: str | torch.device = "auto",
     solver: str = "sgd",
     layer_scaling: str = "balanced",
+    fold_split: str = "shuffled",
     state: dict | None = None,
     on_epoch: Callable[[int, Callable[[], dict]], None] | None = None,
     **train_kwargs: object,
 ) -> dict[str, np.ndarray]:
     """Train any slice of a CV grid in ONE batched solve and score each model on its fold.
 
-    Model (wc, lay, fold) trains on the other folds of ``kfold_splits(n, folds, seed)`` with the
-    stream seeded by ``(seed, fold)``, so its result does not depend on which other models share
-    the solve: a grid cut into several work units gives the same numbers as the whole grid.
+    Model (wc, lay, fold) trains on the other folds of ``kfold_splits(n, folds, seed, fold_split)``
+    with the stream seeded by ``(seed, fold)``, so its result does not depend on which other
+    models share the solve: a grid cut into several work units gives the same numbers as the
+    whole grid. ``fold_split="contiguous"`` is the original's ``KFold(folds, shuffle=False)`` over
+    the rows as given.
 
     Returns
     -------
     dict of str to array of shape (n_models,) or (n_models, n_layers)
-        "score" (mean voxel Pearson r of the restored best state on the fold's held-out rows),
-        "best_epoch", "n_epochs", "layer_weights".
+        "score" (mean voxel correlation, the solver's ``pcc`` kind, of the restored best state
+        on the fold's held-out rows), "best_epoch", "n_epochs", "layer_weights".
     """
     solve = get_solver(solver)
     accepted = set(inspect.signature(solve).parameters) - _SET_BY_TUNE_GRID
@@ -86,7 +89,7 @@ def evaluate_grid_models(
     features, layer_of_feature, _ = stack_layer_features(X_layers, layer_scaling)
     if features.shape[0] != Y.shape[0]:
         raise ValueError(f"X_layers have {features.shape[0]} rows but Y has {Y.shape[0]}")
-    splits = kfold_splits(Y.shape[0], folds, seed)
+    splits = kfold_splits(Y.shape[0], folds, seed, fold_split)
     dev = resolve_device(device)
     result = solve(
         torch.from_numpy(features).to(dev),
@@ -118,7 +121,7 @@ def tune_grid(
     """Score every (wc, lay) pair by k-fold CV over the rows, training all pairs x folds at once.
 
     Model g = grid_index * folds + fold (see :func:`evaluate_grid_models`; ``options`` are its
-    keyword arguments: device, solver, layer_scaling, state, on_epoch and the solver's own).
+    keyword arguments: device, solver, layer_scaling, fold_split, state, on_epoch and the solver's own).
     """
     for name, values in (("wc_grid", wc_grid), ("lay_grid", lay_grid)):
         if len(values) == 0 or len(set(values)) != len(values):

@@ -22,9 +22,10 @@ from lwroi.data.splits import inner_validation_split
 from lwroi.encoding._kernel import DEFAULT_ALPHAS
 from lwroi.encoding._solvers import EARLY_STOPPING_SOLVERS, SOLVERS, get_solver, solver_options
 from lwroi.encoding.devices import resolve_device
-from lwroi.encoding.metrics import pearson_r_columns
+from lwroi.encoding.metrics import PCC_KINDS, pearson_r_columns
 
 LAYER_SCALINGS = ("balanced", "none")
+CONTRIBUTIONS = ("clipped", "original")
 
 
 def stack_layer_features(
@@ -95,6 +96,14 @@ class LayerWeightedEncoder(BaseEstimator):
         Early-stopping metric: mean voxel Pearson r (higher is better) or MSE.
     val_pcc : {"full", "batch"}, default="full"
         PCC over the whole validation set, or the original's mean over 16-row batches.
+    pcc : {"pearson", "original"}, default="pearson"
+        The correlation used everywhere: early stopping, ``score``, ``score_voxels``,
+        ``layer_contributions`` ("original": the original's r * n / (n - 1), see
+        ``lwroi.encoding.metrics``).
+    drop_last : bool, default=False
+        Leave out each epoch's last short minibatch, as the original's training loader (SGD only).
+    contributions : {"clipped", "original"}, default="clipped"
+        How ``layer_contributions`` turns per-layer scores into shares (see there).
     val_fraction : float, default=0.1
         Share of the training rows held out for early stopping when no X_val is given (SGD
         only: the kernel solver fits every training row).
@@ -128,8 +137,8 @@ class LayerWeightedEncoder(BaseEstimator):
         Early-stopping metric of the restored state (kernel: the search objective, mean voxel
         GCV R^2, of the chosen weighting).
     val_mean_r_ : float
-        Mean voxel Pearson r of the restored state on the whole validation set (kernel: on
-        X_val if given, else NaN).
+        Mean voxel correlation (``pcc`` kind) of the restored state on the whole validation set
+        (kernel: on X_val if given, else NaN).
     history_ : dict of str to array of shape (n_epochs_,)
         "val_score" and "train_loss" per epoch (kernel: "cv_score" per search step).
     """
@@ -145,6 +154,9 @@ class LayerWeightedEncoder(BaseEstimator):
         "min_delta": [Interval(Real, 0, None, closed="left")],
         "metric": [StrOptions({"pcc", "mse"})],
         "val_pcc": [StrOptions({"full", "batch"})],
+        "pcc": [StrOptions(set(PCC_KINDS))],
+        "drop_last": ["boolean"],
+        "contributions": [StrOptions(set(CONTRIBUTIONS))],
         "val_fraction": [Interval(Real, 0, 0.5, closed="neither")],
         "layer_scaling": [StrOptions(set(LAYER_SCALINGS))],
         "device": [str, torch.device],
@@ -169,6 +181,9 @@ class LayerWeightedEncoder(BaseEstimator):
         min_delta: float = 1e-3,
         metric: str = "pcc",
         val_pcc: str = "full",
+        pcc: str = "pearson",
+        drop_last: bool = False,
+        contributions: str = "clipped",
         val_fraction: float = 0.1,
         layer_scaling: str = "balanced",
         device: str = "auto",
@@ -189,6 +204,9 @@ class LayerWeightedEncoder(BaseEstimator):
         self.min_delta = min_delta
         self.metric = metric
         self.val_pcc = val_pcc
+        self.pcc = pcc
+        self.drop_last = drop_last
+        self.contributions = contributions
         self.val_fraction = val_fraction
         self.layer_scaling = layer_scaling
         self.device = device
@@ -284,31 +302,63 @@ class LayerWeightedEncoder(BaseEstimator):
         return sum(self._layer_predictions(X)) + self.intercept_
 
     def score(self, X: Sequence[np.ndarray], Y: np.ndarray) -> float:
-        """Mean over voxels of the Pearson r between Y and the prediction (the paper's accuracy)."""
+        """Mean over voxels of the correlation between Y and the prediction (the paper's accuracy)."""
         return float(self.score_voxels(X, Y).mean())
 
     def score_voxels(self, X: Sequence[np.ndarray], Y: np.ndarray) -> np.ndarray:
-        """Pearson r of each voxel, array of shape (n_voxels,); 0 for constant voxels."""
+        """Correlation (``pcc`` kind) of each voxel, array of shape (n_voxels,); 0 for constant voxels."""
         check_is_fitted(self)
         X = _check_layers(X, "X", dims=self.layer_dims_)
         Y = _check_responses(Y, X[0].shape[0], "Y", n_voxels=self.intercept_.shape[0])
-        return pearson_r_columns(Y, sum(self._layer_predictions(X)) + self.intercept_)
+        return pearson_r_columns(Y, sum(self._layer_predictions(X)) + self.intercept_, kind=self.pcc)
 
     def layer_contributions(self, X: Sequence[np.ndarray], Y: np.ndarray) -> np.ndarray:
         """Each layer's share of the accuracy, array of shape (n_layers,) summing to 1.
 
-        Per layer: predict with only that layer's features (the others zeroed, intercept kept),
-        take the mean voxel r on (X, Y), clip negative values to 0 (a layer that predicts worse
-        than chance contributes nothing, and the shares stay in [0, 1]), and normalise to sum 1.
-        If no layer has a positive r, the shares are uniform (1 / n_layers).
+        Per layer: predict with only that layer's features (the others zeroed, intercept kept)
+        and take the mean voxel correlation (``pcc`` kind) on (X, Y). ``contributions="clipped"``
+        clips negative values to 0 (a layer that predicts worse than chance contributes nothing,
+        and the shares stay in [0, 1]) and normalises to sum 1; if no layer has a positive
+        score, the shares are uniform (1 / n_layers). ``"original"`` divides the scores by their
+        sum as they are, as the original did: a negative score gives a negative share, and a
+        sum near 0 gives shares far outside [0, 1] (inf or NaN for a sum of exactly 0).
         """
         check_is_fitted(self)
         X = _check_layers(X, "X", dims=self.layer_dims_)
         Y = _check_responses(Y, X[0].shape[0], "Y", n_voxels=self.intercept_.shape[0])
-        r = np.array([pearson_r_columns(Y, part + self.intercept_).mean() for part in self._layer_predictions(X)])
+        parts = self._layer_predictions(X)
+        r = np.array([pearson_r_columns(Y, part + self.intercept_, kind=self.pcc).mean() for part in parts])
+        if self.contributions == "original":
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return r / r.sum()
         r = np.clip(r, 0.0, None)
         total = r.sum()
         return r / total if total > 0 else np.full(len(r), 1.0 / len(r))
+
+    def layer_profile(self, X: Sequence[np.ndarray]) -> np.ndarray:
+        """Each layer's share of the predicted variance, array of shape (n_layers,) summing to 1.
+
+        Per voxel, the variance over the rows of X of each layer's term of the prediction
+        (``X_l @ coef_l``, layer weight folded in) is divided by the sum of these variances over
+        layers; the shares are then averaged over voxels, leaving out voxels whose prediction
+        does not vary. Pass the training rows: this is the fitted model's own attribution, not a
+        test score.
+
+        Unlike the layer weights it does not depend on how the model is parameterised: scaling
+        a_l by c and W_l by 1/c leaves every term unchanged (the sgd solver's a_l alone is not
+        identifiable, its scale moves freely into W), and both solvers are measured alike.
+        Normalising per voxel before averaging makes it blind to voxel gains, so a few voxels
+        with large responses do not decide the ROI's profile. Returns NaN for every layer when
+        no voxel's prediction varies.
+        """
+        check_is_fitted(self)
+        X = _check_layers(X, "X", dims=self.layer_dims_)
+        variances = np.stack([part.var(axis=0, dtype=np.float64) for part in self._layer_predictions(X)])
+        total = variances.sum(axis=0)
+        varying = total > 0
+        if not varying.any():
+            return np.full(self.n_layers_, np.nan)
+        return (variances[:, varying] / total[varying]).mean(axis=1)
 
     @property
     def coef_(self) -> np.ndarray:

@@ -13,6 +13,7 @@ from lwroi.features.store import (
     feature_store_complete,
     load_raw_shards,
     open_feature_store,
+    raw_shard_complete,
     save_raw_shard,
     write_feature_store,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "load_model",
     "load_raw_shards",
     "open_feature_store",
+    "raw_shard_complete",
     "read_video_frames",
     "reduce_features",
     "resolve_layers",

@@ -29,6 +29,9 @@ class LayerReducer:
     pca_ratio : float
     seed : int
         Seeds the random projection.
+    scale_floor : bool, default=True
+        Floor the training scales (see :func:`_floor_scale`); False: plain ``StandardScaler``,
+        as the original.
 
     Attributes
     ----------
@@ -43,11 +46,12 @@ class LayerReducer:
         Why the layer was kept unprojected, or "".
     """
 
-    def __init__(self, *, method: str, srp_eps: float, pca_ratio: float, seed: int) -> None:
+    def __init__(self, *, method: str, srp_eps: float, pca_ratio: float, seed: int, scale_floor: bool = True) -> None:
         self.method = method
         self.srp_eps = srp_eps
         self.pca_ratio = pca_ratio
         self.seed = seed
+        self.scale_floor = scale_floor
 
     def fit(self, X_train: np.ndarray) -> LayerReducer:
         """Fit the scaler and the projection on training rows of shape (n_samples, n_features)."""
@@ -55,7 +59,7 @@ class LayerReducer:
             raise ValueError(f"method = {self.method!r}: must be one of {', '.join(METHODS)}")
         n_samples, n_features = X_train.shape
         self.n_features_in_ = n_features
-        self.scaler_ = _floor_scale(StandardScaler().fit(X_train), X_train)
+        self.scaler_ = _train_scaler(X_train, scale_floor=self.scale_floor)
         self.projection_: SparseRandomProjection | PCA | None = None
         self.note_ = ""
         if self.method == "srp":
@@ -131,9 +135,51 @@ def _floor_scale(scaler: StandardScaler, X_train: np.ndarray) -> StandardScaler:
     return scaler
 
 
-def fit_layer_reducer(X_train: np.ndarray, *, method: str, srp_eps: float, pca_ratio: float, seed: int) -> LayerReducer:
+def _train_scaler(X_train: np.ndarray, *, scale_floor: bool) -> StandardScaler:
+    """A StandardScaler fitted on training rows, its scales floored when ``scale_floor``.
+
+    Only scalers whose statistics other rows reuse get the floor: rows standardised with their
+    own statistics cannot explode (``|z| <= sqrt(n - 1)``).
+    """
+    scaler = StandardScaler().fit(X_train)
+    return _floor_scale(scaler, X_train) if scale_floor else scaler
+
+
+def fit_layer_reducer(
+    X_train: np.ndarray, *, method: str, srp_eps: float, pca_ratio: float, seed: int, scale_floor: bool = True
+) -> LayerReducer:
     """Fit a :class:`LayerReducer` on the training rows of one layer."""
-    return LayerReducer(method=method, srp_eps=srp_eps, pca_ratio=pca_ratio, seed=seed).fit(X_train)
+    return LayerReducer(method=method, srp_eps=srp_eps, pca_ratio=pca_ratio, seed=seed, scale_floor=scale_floor).fit(
+        X_train
+    )
+
+
+def _standardize_splits(splits: dict[str, np.ndarray], *, own: bool, scale_floor: bool) -> dict[str, np.ndarray]:
+    """Standardise every column of each split with the ``train`` split's statistics.
+
+    The original standardises its concatenated reduced features once more before the
+    regression; column by column, doing it per layer is the same.
+
+    Parameters
+    ----------
+    splits : dict of str to ndarray of shape (n_rows, n_features)
+        One layer's output by split; must include ``"train"``.
+    own : bool
+        Standardise non-train splits with their own statistics instead (``test_scaler: test``).
+    scale_floor : bool
+        Floor the training scales (see :func:`_train_scaler`).
+
+    Returns
+    -------
+    splits : dict of str to float32 ndarray of shape (n_rows, n_features)
+    """
+    train = _train_scaler(splits["train"], scale_floor=scale_floor)
+    return {
+        split: np.asarray(
+            (StandardScaler().fit(Z) if own and split != "train" else train).transform(Z), dtype=np.float32
+        )
+        for split, Z in splits.items()
+    }
 
 
 def layer_seed(seed: int, position: int) -> int:
@@ -151,6 +197,8 @@ def reduce_features(
     pca_ratio: float,
     test_scaler: str,
     seed: int,
+    scale_floor: bool = True,
+    restandardize: bool = False,
 ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
     """Standardise every layer and reduce the chosen ones, fitted on the ``train`` rows.
 
@@ -169,12 +217,17 @@ def reduce_features(
         standardised with their own statistics (the original's flaw, compatibility only).
     seed : int
         Base seed; each layer's projection gets its own seed from it.
+    scale_floor : bool, default=True
+        Floor the training scales (see :func:`_floor_scale`); False: plain ``StandardScaler``.
+    restandardize : bool, default=False
+        Standardise every output column again (see :func:`_standardize_splits`), reduced layers
+        or not, as the original does.
 
     Returns
     -------
     arrays : dict of split to dict of layer to float32 ndarray of shape (n_rows, n_components)
     description : dict
-        ``method``, ``test_scaler``, ``dims`` by layer and each layer's :meth:`LayerReducer.describe`.
+        The settings, ``dims`` by layer and each layer's :meth:`LayerReducer.describe`.
     """
     if "train" not in rows:
         raise ValueError(f"rows has splits {sorted(rows)}: a 'train' split is required to fit the reduction")
@@ -195,14 +248,20 @@ def reduce_features(
             srp_eps=srp_eps,
             pca_ratio=pca_ratio,
             seed=layer_seed(seed, position),
+            scale_floor=scale_floor,
         )
-        for split, idx in rows.items():
-            own = test_scaler == "test" and split != "train"
-            arrays[split][layer] = reducer.transform(X[idx], own_scaler=own)
+        own = test_scaler == "test"
+        out = {split: reducer.transform(X[idx], own_scaler=own and split != "train") for split, idx in rows.items()}
+        if restandardize:
+            out = _standardize_splits(out, own=own, scale_floor=scale_floor)
+        for split, Z in out.items():
+            arrays[split][layer] = Z
         layers[layer] = reducer.describe()
     description = {
         "method": method,
         "test_scaler": test_scaler,
+        "scale_floor": scale_floor,
+        "restandardize": restandardize,
         "srp_eps": srp_eps,
         "pca_ratio": pca_ratio,
         "seed": seed,

@@ -1,8 +1,9 @@
 """Feature arrays on disk: the reduced feature store, and raw per-shard extraction results.
 
 Arrays are written first and the JSON marker last, each atomically, so a folder with a
-marker is complete and a killed write never looks finished. Stores are reused by every run
-that asks for the same features.
+marker is complete and a killed write never looks finished. The marker holds the sha256 of
+every array, so a garbled file is found when the folder is opened, not used. Stores are
+reused by every run that asks for the same features.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from lwroi._io import atomic_save_npy, atomic_write_json
+from lwroi._io import atomic_save_npy, atomic_write_json, sha256_file_cached
 from lwroi.exceptions import DataLayoutError
 
 META_FILE = "meta.json"
 SHARD_FILE = "shard.json"
 SHARD_INDICES = "video_indices.npy"
-_RESERVED = ("layers", "dims", "splits", "shapes", "files")
+_RESERVED = ("layers", "dims", "splits", "shapes", "files", "sha256")
 _SAFE_SPLIT = re.compile(r"[A-Za-z0-9_-]+")
 
 
@@ -53,7 +54,7 @@ def write_feature_store(path: str | Path, arrays: dict[str, dict[str, np.ndarray
         Every split must hold the same layers, in the same order.
     meta : dict
         Provenance recorded as is (model, weights info, reduction...); it may not use the
-        keys the store writes itself: layers, dims, splits, shapes, files.
+        keys the store writes itself: layers, dims, splits, shapes, files, sha256.
     """
     path = Path(path)
     clash = [k for k in _RESERVED if k in meta]
@@ -83,9 +84,11 @@ def write_feature_store(path: str | Path, arrays: dict[str, dict[str, np.ndarray
     for split in splits:
         for layer, a in arrays[split].items():
             atomic_save_npy(path / files[layer][split], a)
+    sums = {layer: {split: sha256_file_cached(path / name) for split, name in by_split.items()}
+            for layer, by_split in files.items()}
     atomic_write_json(
         path / META_FILE,
-        {**meta, "layers": layers, "dims": dims, "splits": splits, "shapes": shapes, "files": files},
+        {**meta, "layers": layers, "dims": dims, "splits": splits, "shapes": shapes, "files": files, "sha256": sums},
     )
 
 
@@ -119,6 +122,11 @@ class FeatureStore:
         self._check_split(split)
         return int(self.meta["shapes"][split][self.layers[0]][0])
 
+    def file_paths(self) -> list[Path]:
+        """Every file of the store, arrays and ``meta.json``: what a result computed from it vouches for."""
+        return [*(self.path / name for by_split in self.meta["files"].values() for name in by_split.values()),
+                self.path / META_FILE]
+
     def load(self, split: str, mmap: bool = False) -> list[np.ndarray]:
         """One array of shape (n_samples, dims[layer]) per layer, in layer order.
 
@@ -138,19 +146,23 @@ def _npy_shape(file: Path) -> tuple[int, ...] | None:
 
 
 def open_feature_store(path: str | Path) -> FeatureStore:
-    """Open a complete feature store.
+    """Open a complete feature store, every array verified against its sha256 in ``meta.json``.
+
+    Verification reads the whole store once per process (a few hundred MB for the full
+    Algonauts set, well under a second); later opens of the unchanged files reuse the digests.
 
     Raises
     ------
     DataLayoutError
-        No ``meta.json`` (the write never finished), an unreadable one, or a listed array
-        missing or of the wrong shape.
+        No ``meta.json`` (the write never finished), an unreadable one or one without
+        checksums (an older lwroi's), or a listed array missing, of the wrong shape or not
+        matching its checksum. The next run's ``features`` unit rebuilds such a store.
     """
     path = Path(path)
     meta_path = path / META_FILE
     try:
         meta = json.loads(meta_path.read_text())
-        layers, splits, files, shapes = meta["layers"], meta["splits"], meta["files"], meta["shapes"]
+        layers, splits, files, shapes, sums = (meta[k] for k in ("layers", "splits", "files", "shapes", "sha256"))
     except FileNotFoundError:
         raise DataLayoutError(f"{path}: incomplete feature store: no {META_FILE} (extraction not finished)") from None
     except (ValueError, KeyError, TypeError) as exc:
@@ -166,6 +178,9 @@ def open_feature_store(path: str | Path) -> FeatureStore:
                 )
             if list(shape) != shapes[split][layer]:
                 raise DataLayoutError(f"{file}: shape {list(shape)}, {META_FILE} says {shapes[split][layer]}")
+            if sha256_file_cached(file) != sums[layer][split]:
+                raise DataLayoutError(f"{file}: corrupt feature store array: its sha256 differs from the one in "
+                                      f"{META_FILE}; the next run rebuilds the store from the raw shards")
     return FeatureStore(path, meta)
 
 
@@ -207,17 +222,20 @@ def save_raw_shard(folder: str | Path, features: dict[str, np.ndarray], video_in
             "files": files,
             "shapes": {layer: list(a.shape) for layer, a in features.items()},
             "n_videos": len(video_indices),
+            "sha256": {name: sha256_file_cached(folder / name) for name in [*files.values(), SHARD_INDICES]},
         },
     )
 
 
 def _read_shard_marker(folder: Path) -> dict[str, Any]:
+    """The shard's marker, after checking every file it lists (shape and sha256)."""
     try:
         marker = json.loads((folder / SHARD_FILE).read_text())
+        sums = marker["sha256"]
     except FileNotFoundError:
         raise DataLayoutError(f"{folder}: incomplete extraction shard: no {SHARD_FILE}") from None
-    except ValueError as exc:
-        raise DataLayoutError(f"{folder / SHARD_FILE}: unreadable shard marker ({exc})") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataLayoutError(f"{folder / SHARD_FILE}: unreadable shard marker ({type(exc).__name__}: {exc})") from None
     for layer in marker["layers"]:
         file = folder / marker["files"][layer]
         shape = _npy_shape(file)
@@ -228,7 +246,20 @@ def _read_shard_marker(folder: Path) -> dict[str, Any]:
             )
     if _npy_shape(folder / SHARD_INDICES) != (marker["n_videos"],):
         raise DataLayoutError(f"{folder}: incomplete extraction shard: {SHARD_INDICES} missing or of the wrong length")
+    for name, digest in sums.items():
+        if sha256_file_cached(folder / name) != digest:
+            raise DataLayoutError(f"{folder / name}: corrupt extraction shard: its sha256 differs from the one in "
+                                  f"{SHARD_FILE}; the shard is extracted again")
     return marker
+
+
+def raw_shard_complete(folder: str | Path) -> bool:
+    """Tell whether ``folder`` holds a complete extraction shard whose files match their checksums."""
+    try:
+        _read_shard_marker(Path(folder))
+    except DataLayoutError:
+        return False
+    return True
 
 
 def load_raw_shards(folders: Sequence[str | Path]) -> tuple[dict[str, np.ndarray], np.ndarray]:

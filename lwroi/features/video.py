@@ -1,8 +1,8 @@
 """Decode video clips into the RGB frames the DNN sees (PyAV).
 
-Two frame samplings: ``stride`` (every k-th frame, as the original did: the frame count then
-depends on the clip's fps) and ``count`` (a fixed number of evenly spaced frames, so every
-clip weighs the same whatever its fps).
+Two frame samplings: ``stride`` (every k-th frame counted from 1, as the original did: the frame
+count then depends on the clip's fps) and ``count`` (a fixed number of evenly spaced frames, so
+every clip weighs the same whatever its fps).
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ def sample_frame_indices(n_frames: int, *, sampling: str, count: int, stride: in
         Frames in the clip.
     sampling : {"count", "stride"}
         ``count``: ``count`` evenly spaced frames from first to last (indices repeat when
-        the clip is shorter than ``count``); ``stride``: frames 0, stride, 2*stride, ...
+        the clip is shorter than ``count``); ``stride``: the original's frames, those whose
+        1-based index is a multiple of ``stride`` (0-based stride-1, 2*stride-1, ...), so
+        ``n_frames // stride`` of them: none when the clip is shorter than ``stride``.
     count : int
         Frames to take with ``sampling="count"``.
     stride : int
@@ -45,7 +47,7 @@ def sample_frame_indices(n_frames: int, *, sampling: str, count: int, stride: in
     if sampling == "stride":
         if stride < 1:
             raise ValueError(f"stride = {stride}: must be >= 1")
-        return np.arange(0, n_frames, stride, dtype=np.int64)
+        return np.arange(stride - 1, n_frames, stride, dtype=np.int64)
     raise ValueError(f"sampling = {sampling!r}: must be one of {', '.join(SAMPLINGS)}")
 
 
@@ -61,7 +63,8 @@ def read_video_frames(path: str | Path, *, sampling: str, count: int, stride: in
     Raises
     ------
     DataLayoutError
-        The file is missing, not a readable video, or holds no video frame.
+        The file is missing, not a readable video, holds no video frame, or has fewer frames
+        than ``stride`` under ``sampling="stride"`` (the original would average zero frames).
     """
     path = Path(path)
     try:
@@ -72,6 +75,11 @@ def read_video_frames(path: str | Path, *, sampling: str, count: int, stride: in
             if not decoded:
                 raise DataLayoutError(f"{path}: the video stream holds no decodable frame")
             indices = sample_frame_indices(len(decoded), sampling=sampling, count=count, stride=stride)
+            if not indices.size:
+                raise DataLayoutError(
+                    f"{path}: {len(decoded)} frames, fewer than frame_stride = {stride}: stride sampling keeps "
+                    "no frame of it (frames whose 1-based index is a multiple of the stride)"
+                )
             return np.stack([decoded[i].to_ndarray(format="rgb24") for i in indices])
     except (av.FFmpegError, OSError) as exc:
         raise DataLayoutError(f"{path}: cannot decode video ({type(exc).__name__}: {exc})") from exc

@@ -16,11 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from lwroi.config import Config
-from lwroi.exceptions import LwroiError
+from lwroi.data import check_dataset, list_videos
+from lwroi.data.algonauts import response_problems
+from lwroi.exceptions import DataLayoutError, LwroiError
 from lwroi.orchestration.devices import choose_device, threads_per_rank
 from lwroi.orchestration.environment import JobEnvironment, check_launch, read_environment
 from lwroi.orchestration.journal import Journal
-from lwroi.orchestration.plan import Unit, build_plan, shard_units
+from lwroi.orchestration.lock import LaunchLock
+from lwroi.orchestration.plan import PHASES, Unit, build_plan, shard_units
 from lwroi.orchestration.progress import StatusConsole
 from lwroi.orchestration.results import ResultStore
 from lwroi.orchestration.rundir import prepare_run_dir
@@ -108,26 +111,148 @@ def launch(cfg: Config, *, up_to: str = "fit", shard: tuple[int, int] | None = N
         check_launch(job)
     except RuntimeError as exc:
         raise LaunchError(str(exc)) from None
-    run_dir = _agree(comm, lambda: prepare_run_dir(cfg, restart=restart))
-    setup_logging(run_dir, comm.rank, comm.size)
-    log.info("%s", job)
-    device = _pick_device(cfg, job)
-    stop = StopFlag()
-    stop.install()
+    _agree(comm, lambda: check_inputs(cfg, up_to))
     launch_id = _agree(comm, lambda: time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6])
-    journal = Journal(run_dir, comm.rank, launch_id)
-    store = ResultStore(run_dir, cfg.fingerprint())
-    runner = UnitRunner(cfg, store, journal, stop, device)
-    _agree(comm, runner.check_data)
-    units = build_plan(cfg, runner.roi_cost, up_to=up_to, tune_split=tune_split)
-    if shard is not None:
-        units = shard_units(units, *shard)
-        log.info("shard %d/%d: %d units", shard[0], shard[1], len(units))
-    outcome = execute(units, runner, store=store, comm=comm, stop=stop, journal=journal)
-    code = combine_exit_codes(comm, outcome.exit_code)
+    held: list[LaunchLock] = []
+
+    def claim_run_dir() -> Path:
+        lock = LaunchLock(cfg.run.output_dir, shard, launch_id).acquire()  # before --restart moves anything
+        try:
+            run_dir = prepare_run_dir(cfg, restart=restart)
+        except BaseException:
+            lock.release()
+            raise
+        if not lock.folder.exists():  # --restart moved the locked folder aside: lock the new one
+            lock.release()
+            lock = LaunchLock(run_dir, shard, launch_id).acquire()
+        held.append(lock)
+        return run_dir
+
+    run_dir = _agree(comm, claim_run_dir)
+    try:
+        setup_logging(run_dir, comm.rank, comm.size)
+        log.info("%s", job)
+        device = _pick_device(cfg, job)
+        stop = StopFlag()
+        stop.install()
+        journal = Journal(run_dir, comm.rank, launch_id)
+        store = ResultStore(run_dir, cfg.fingerprint())
+        runner = UnitRunner(cfg, store, journal, stop, device)
+        units = build_plan(cfg, runner.roi_cost, up_to=up_to, tune_split=tune_split)
+        if shard is not None:
+            units = shard_units(units, *shard)
+            log.info("shard %d/%d: %d units", shard[0], shard[1], len(units))
+            if comm.rank == 0:
+                _hint_features(cfg, units, shard, store)
+        outcome = execute(units, runner, store=store, comm=comm, stop=stop, journal=journal)
+        code = combine_exit_codes(comm, outcome.exit_code)
+    finally:
+        for lock in held:
+            lock.release()
     log.info("this rank: %d units done, %d failed%s; job exit code %d", len(outcome.done), len(outcome.failed),
              ", interrupted" if outcome.interrupted else "", code)
     return LaunchResult(code, comm.rank, run_dir, units, store)
+
+
+class InputError(LwroiError, ValueError):
+    """The config, data, model or device of a run fail a check made before any work; the message lists all."""
+
+
+_MAX_LISTED = 25
+
+
+def _hint_features(cfg: Config, units: list[Unit], shard: tuple[int, int], store: ResultStore) -> None:
+    """Say once, up front, when this shard's units wait for a ``features`` unit that another launch computes."""
+    waits = any("features" in u.deps for u in units) and all(u.key != "features" for u in units)
+    if waits and not store.is_done("features"):
+        log.warning("shard %d/%d waits for the 'features' unit, which shard 0/%d computes: run `lwroi extract %s` "
+                    "(same --set options) or `--shard 0/%d` first or alongside, else this shard waits forever",
+                    shard[0], shard[1], shard[1], cfg.source, shard[1])
+
+
+def check_inputs(cfg: Config, up_to: str, *, device: bool = True, model: bool = True) -> None:
+    """Everything that can be checked before the run directory is touched (a failure claims nothing).
+
+    The data layout, every response pickle (shapes, dtypes, video counts, WB masks), the
+    shards and SGD sizes against the data, the model, layers and weights, and the device.
+    Extraction reads only the videos, so launches up to ``features`` do not need the responses.
+    ``device=False`` and ``model=False`` leave out the checks that need torch (and, for the
+    device, the machine the work runs on): ``lwroi submit`` on a login node.
+
+    Raises
+    ------
+    InputError
+        One error listing every problem found.
+    """
+    problems = [*_data_problems(cfg, up_to), *_row_problems(cfg, up_to)]
+    if model:
+        from lwroi.features.extract import model_problems
+
+        problems += model_problems(cfg.features)
+    if device:
+        problems += _device_problems(cfg.run.device)
+    if problems:
+        shown = [p.replace("\n", "\n    ") for p in problems[:_MAX_LISTED]]
+        more = [f"... and {len(problems) - len(shown)} more"] if len(problems) > len(shown) else []
+        raise InputError(f"{cfg.source}: cannot start, nothing was written to {cfg.run.output_dir}; "
+                         "found before any work:\n  - " + "\n  - ".join([*shown, *more]))
+
+
+def _data_problems(cfg: Config, up_to: str) -> list[str]:
+    """The dataset layout, the response pickles (when the plan fits) and the video shards."""
+    d = cfg.data
+    root = Path(d.root)
+    responses = PHASES.index(up_to) > PHASES.index("features")
+    problems = []
+    try:
+        check_dataset(root, videos_dir=d.videos_dir, responses_dir=d.responses_dir, subjects=d.subjects,
+                      rois=d.rois, n_train_videos=d.n_train_videos, n_videos=d.n_videos, responses=responses)
+    except DataLayoutError as exc:
+        problems.append(str(exc))
+    if responses:
+        problems += response_problems(root / d.responses_dir, d.subjects, d.rois, n_train_videos=d.n_train_videos)
+    try:
+        n_videos = len(list_videos(root / d.videos_dir))
+    except DataLayoutError:
+        return problems  # check_dataset named the folder
+    if cfg.run.extract_shards > n_videos:
+        problems.append(f"run.extract_shards = {cfg.run.extract_shards}: more than the {n_videos} videos in "
+                        f"{root / d.videos_dir} (each shard needs a video, and loads the network anew)")
+    return problems
+
+
+def _row_problems(cfg: Config, up_to: str) -> list[str]:
+    """The SGD solver's folds and minibatch against the training rows every subject has.
+
+    Tuning cuts the n_train_videos - n_test training rows into ``folds`` validation parts of two
+    rows at least (a Pearson r needs two); a minibatch above all the rows is no minibatch.
+    """
+    d, e = cfg.data, cfg.encoding
+    if e.solver != "sgd" or PHASES.index(up_to) < PHASES.index("tune"):
+        return []
+    rows = d.n_train_videos - d.n_test
+    have = f"the {rows} training rows (data.n_train_videos - data.n_test = {d.n_train_videos} - {d.n_test})"
+    problems = []
+    if e.folds > rows // 2:
+        problems.append(f"encoding.folds = {e.folds}: {have} allow at most {rows // 2} folds "
+                        "(each validation fold needs >= 2 rows)")
+    if e.batch_size > rows:
+        problems.append(f"encoding.batch_size = {e.batch_size}: more than {have}")
+    return problems
+
+
+def _device_problems(requested: str) -> list[str]:
+    """An explicit ``cuda`` device that this machine's torch does not see (``auto`` falls back to the CPU)."""
+    if requested in ("auto", "cpu"):
+        return []
+    n_gpus = _gpu_count()
+    try:
+        choose_device(requested, 0, n_gpus)
+    except RuntimeError:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>")
+        return [f"run.device = {requested!r}: torch sees {n_gpus} GPU(s) here (CUDA_VISIBLE_DEVICES={visible}); "
+                "use run.device: auto (a GPU when one is visible, else the CPU) or cpu"]
+    return []
 
 
 def _pick_device(cfg: Config, job: JobEnvironment) -> str:
@@ -147,4 +272,4 @@ def _pick_device(cfg: Config, job: JobEnvironment) -> str:
     return device
 
 
-__all__ = ["EXIT_USAGE", "LaunchError", "LaunchResult", "launch", "setup_logging"]
+__all__ = ["EXIT_USAGE", "InputError", "LaunchError", "LaunchResult", "check_inputs", "launch", "setup_logging"]

@@ -32,29 +32,68 @@ EXIT_INCOMPLETE = 3
 EXIT_RESUBMIT = 75
 """Stopped by SIGTERM/SIGUSR1 after checkpointing: resubmit the same command to continue."""
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 POLL_SECONDS = 0.2
 
 
 class StopFlag:
-    """Set by a signal handler; the work loop checks it between units and between epochs."""
+    """Set by a signal handler, or by another rank's stop; checked between units and between epochs.
+
+    A stop must reach every rank of the launch: a rank that checkpoints and leaves while another
+    waits for one of its units would leave that rank waiting forever. Under MPI the first rank to
+    see a signal raises a shared one-sided counter, which the others read at most every
+    ``SHARE_SECONDS`` (reading it costs a round trip to rank 0, too much for every epoch).
+    A second SIGINT (Ctrl-C twice) interrupts at once, without a checkpoint.
+    """
+
+    SHARE_SECONDS = 0.5
 
     def __init__(self) -> None:
-        self.signal: int | None = None
+        self.reason: str | None = None
+        self._shared: Any = None
+        self._published = False
+        self._checked = 0.0
 
     def __bool__(self) -> bool:
-        return self.signal is not None
+        if self.reason is None and self._shared is not None:
+            now = time.monotonic()
+            if now - self._checked >= self.SHARE_SECONDS:
+                self._checked = now
+                if self._shared.next(0) > 0:
+                    self.reason = "another rank was stopped"
+                    self._published = True
+                    log.warning("%s: finishing the current epoch, checkpointing, then exiting", self.reason)
+        if self.reason is not None and self._shared is not None and not self._published:
+            self._published = True
+            self._shared.next(1)
+        return self.reason is not None
 
     def install(self) -> None:
-        """Catch SIGTERM and SIGUSR1: only set the flag, so the current epoch or unit ends cleanly."""
+        """Catch SIGTERM, SIGUSR1 and SIGINT: only set the flag, so the current epoch or unit ends cleanly."""
         for sig in STOP_SIGNALS:
             signal.signal(sig, self._handle)
 
+    def share(self, comm: Any) -> None:
+        """Make a stop of any rank of ``comm`` a stop of all (collective; pair with :meth:`unshare`)."""
+        if not isinstance(comm, SelfComm) and comm.size > 1:
+            from mpi4py.util.sync import Counter
+
+            self._shared = Counter(comm=comm)
+
+    def unshare(self) -> None:
+        """Free the shared flag (collective)."""
+        if self._shared is not None:
+            self._shared.free()
+            self._shared = None
+
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.signal is None:
-            log.warning("received %s: finishing the current epoch, checkpointing, then exiting",
-                        signal.Signals(signum).name)
-        self.signal = signum
+        name = signal.Signals(signum).name
+        if signum == signal.SIGINT and self.reason is not None:
+            raise KeyboardInterrupt
+        if self.reason is None:
+            log.warning("received %s: finishing the current epoch, checkpointing, then exiting%s", name,
+                        " (Ctrl-C again to abort at once)" if signum == signal.SIGINT else "")
+            self.reason = f"received {name}"
 
 
 class SelfComm:
@@ -200,6 +239,7 @@ def execute(units: list[Unit], run_unit: Callable[[Unit], None], *, store: Resul
     if comm.rank == 0:
         log.info("%d of %d units to compute (%d already done)", len(todo), len(units), len(units) - len(todo))
     counter = _Counter(comm)
+    stop.share(comm)
     progress = ProgressReporter(len(todo))
     try:
         while not stop:
@@ -220,6 +260,7 @@ def execute(units: list[Unit], run_unit: Callable[[Unit], None], *, store: Resul
     finally:
         progress.close()
         _wait_all(comm, stop)
+        stop.unshare()
         counter.free()
     return outcome
 
@@ -239,7 +280,12 @@ def _run_one(unit: Unit, run_unit: Callable[[Unit], None], store: ResultStore, s
             raise
         except Exception as exc:  # a failed unit is recorded, the run goes on
             log.error("%s failed: %s: %s", unit.key, type(exc).__name__, exc)
-            store.write_error(unit.key, exc)
+            try:
+                store.write_error(unit.key, exc)
+            except OSError as unrecorded:  # e.g. the disk is still full: units waiting for it would wait forever
+                log.error("%s: the failure could not be recorded either (%s); stopping this launch", unit.key,
+                          unrecorded)
+                stop.reason = stop.reason or f"the failure of {unit.key} could not be recorded"
             journal.event("error", unit.key, phase=unit.phase, seconds=time.monotonic() - t0)
             outcome.failed.append(unit.key)
             return

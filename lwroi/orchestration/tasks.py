@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -17,18 +18,19 @@ import numpy as np
 
 from lwroi.config import Config, stable_hash
 from lwroi.data import (
-    check_dataset,
+    VideoFingerprint,
     heldout_split,
     list_videos,
     load_roi_responses,
     noise_normalised,
     split_half_reliability,
 )
-from lwroi.exceptions import Interrupted
+from lwroi.exceptions import DataLayoutError, Interrupted
 from lwroi.orchestration.journal import Journal
 from lwroi.orchestration.plan import Unit, uses_grid
 from lwroi.orchestration.progress import show_detail
 from lwroi.orchestration.results import ResultStore
+from lwroi.orchestration.rundir import recorded_videos
 from lwroi.orchestration.schedule import StopFlag
 
 log = logging.getLogger("lwroi")
@@ -50,21 +52,29 @@ class FeaturePaths:
         return self.raw_root / "raw" / f"shard-{shard:03d}"
 
 
-def feature_paths(cfg: Config, videos: list[Path]) -> FeaturePaths:
-    """Content-addressed store folders: same videos + same settings => same folder, reused by any run."""
+def feature_paths(cfg: Config, videos: Sequence[VideoFingerprint]) -> FeaturePaths:
+    """Content-addressed store folders: same videos + same settings => same folder, reused by any run.
+
+    The videos enter by name, size and sha256 of their bytes, so a clip replaced in place (same
+    name and size) gets new features instead of the stale ones. Extraction settings added later
+    enter the hash only when they change the frames (stride sampling keeps 0-based frames k-1,
+    2k-1, ... since issue 9; ``resize: shorter``), so the raw shards of earlier runs stay valid.
+    """
     f = cfg.features
-    listing = [(p.name, p.stat().st_size) for p in videos]
+    listing = [list(v) for v in videos]
     extraction = {
         "videos": listing, "model": f.model, "layers": list(f.layers), "weights": f.weights,
         "weights_sha256": f.weights_sha256, "seed": f.seed, "frame_sampling": f.frame_sampling,
         "frame_count": f.frame_count if f.frame_sampling == "count" else None,
-        "frame_stride": f.frame_stride if f.frame_sampling == "stride" else None, "image_size": f.image_size,
+        "frame_stride": [f.frame_stride - 1, f.frame_stride] if f.frame_sampling == "stride" else None,
+        "image_size": f.image_size, **({"resize": f.resize} if f.resize != "square" else {}),
     }
     reduction = {
         "reduction": f.reduction, "reduce_layers": f.reduce_layers,
         "srp_eps": f.srp_eps if f.reduction == "srp" else None,
         "pca_ratio": f.pca_ratio if f.reduction == "pca" else None, "test_scaler": f.test_scaler, "seed": f.seed,
         "n_train_videos": cfg.data.n_train_videos, "n_test": cfg.data.n_test, "split_seed": cfg.data.split_seed,
+        "test_order": cfg.data.test_order, "scale_floor": f.scale_floor, "restandardize": f.restandardize,
     }
     raw_root = Path(f.store_dir) / f"{f.model}-{stable_hash(extraction)}"
     return FeaturePaths(raw_root, raw_root / f"{f.reduction}-{stable_hash(reduction)}")
@@ -87,12 +97,7 @@ class UnitRunner:
 
     @cached_property
     def paths(self) -> FeaturePaths:
-        return feature_paths(self.cfg, self.videos)
-
-    def check_data(self) -> None:
-        d = self.cfg.data
-        check_dataset(Path(d.root), videos_dir=d.videos_dir, responses_dir=d.responses_dir, subjects=d.subjects,
-                      rois=d.rois, n_train_videos=d.n_train_videos)
+        return feature_paths(self.cfg, recorded_videos(self.run_dir))
 
     def roi_cost(self, subject: str, roi: str) -> float:
         """Relative cost of an ROI: its response file's size (proportional to its voxel count)."""
@@ -115,27 +120,49 @@ class UnitRunner:
         f = self.cfg.features
         model, info = load_model(f.model, weights=f.weights, seed=f.seed, weights_sha256=f.weights_sha256)
         layers = resolve_layers(f.model, model, f.layers)
-        return LayerFeatureExtractor(model, layers, image_size=f.image_size, device=self.device), info
+        return LayerFeatureExtractor(model, layers, image_size=f.image_size, device=self.device,
+                                     resize=f.resize), info
 
     def _run_extract(self, unit: Unit) -> None:
-        from lwroi.features import extract_video_features, feature_store_complete, save_raw_shard
-
-        if feature_store_complete(self.paths.store):
-            self.store.write_ok(unit.key, {"reused_store": str(self.paths.store)})
+        reused = self._complete_store()
+        if reused is not None:  # its record vouches for the store, so a store gone bad gets the shard extracted
+            self.store.write_ok(unit.key, {"reused_store": str(self.paths.store)}, files=reused.file_paths())
             return
-        folder = self.paths.raw_shard(unit.shard)
-        chunks = np.array_split(np.arange(len(self.videos)), self.cfg.run.extract_shards)
-        indices = chunks[unit.shard]
-        if not (folder / "shard.json").exists():
-            f = self.cfg.features
-            extractor, _ = self._extractor()
-            feats = extract_video_features(
-                [self.videos[i] for i in indices], extractor, sampling=f.frame_sampling, count=f.frame_count,
-                stride=f.frame_stride, batch_size=f.batch_size,
-                progress=self._extract_progress(unit),
-            )
-            save_raw_shard(folder, feats, indices)
-        self.store.write_ok(unit.key, {"n_videos": len(indices), "raw_shard": str(folder)})
+        folder = self._raw_shard(unit.shard, unit)
+        self.store.write_ok(unit.key, {"n_videos": len(self._shard_videos(unit.shard)), "raw_shard": str(folder)})
+
+    def _complete_store(self) -> Any:
+        """The feature store if it is complete and verified, else None."""
+        from lwroi.features import open_feature_store
+
+        try:
+            return open_feature_store(self.paths.store)
+        except DataLayoutError:
+            return None
+
+    def _shard_videos(self, shard: int) -> np.ndarray:
+        """Indices of the videos of extraction shard ``shard``."""
+        return np.array_split(np.arange(len(self.videos)), self.cfg.run.extract_shards)[shard]
+
+    def _raw_shard(self, shard: int, unit: Unit) -> Path:
+        """The folder of extraction shard ``shard``, extracted first unless it is complete and verified."""
+        from lwroi.features import extract_video_features, raw_shard_complete, save_raw_shard
+
+        folder = self.paths.raw_shard(shard)
+        if raw_shard_complete(folder):
+            return folder
+        if folder.exists():
+            log.warning("%s: raw shard %s is incomplete or corrupt; extracting it again", unit.key, folder)
+        indices = self._shard_videos(shard)
+        f = self.cfg.features
+        extractor, _ = self._extractor()
+        feats = extract_video_features(
+            [self.videos[i] for i in indices], extractor, sampling=f.frame_sampling, count=f.frame_count,
+            stride=f.frame_stride, batch_size=f.batch_size,
+            progress=self._extract_progress(unit),
+        )
+        save_raw_shard(folder, feats, indices)
+        return folder
 
     def _extract_progress(self, unit: Unit) -> Any:
         """Progress hook: heartbeat for ``lwroi status`` and a log line every tenth of the shard."""
@@ -153,36 +180,43 @@ class UnitRunner:
     def _run_features(self, unit: Unit) -> None:
         from lwroi.features import (
             LayerFeatureExtractor,
-            feature_store_complete,
             load_model,
             load_raw_shards,
+            open_feature_store,
             reduce_features,
             resolve_layers,
             write_feature_store,
         )
 
         cfg, f, d = self.cfg, self.cfg.features, self.cfg.data
-        if not feature_store_complete(self.paths.store):
-            raw, order = load_raw_shards([self.paths.raw_shard(k) for k in range(cfg.run.extract_shards)])
+        if self._complete_store() is None:  # missing, or garbled since: rebuilt from the (verified) raw shards
+            raw, order = load_raw_shards([self._raw_shard(k, unit) for k in range(cfg.run.extract_shards)])
             if not np.array_equal(order, np.arange(len(self.videos))):
                 raise RuntimeError(f"{self.paths.raw_root}: raw shards do not cover the {len(self.videos)} videos")
             model, info = load_model(f.model, weights=f.weights, seed=f.seed, weights_sha256=f.weights_sha256)
             extractor = LayerFeatureExtractor(model, resolve_layers(f.model, model, f.layers),
                                               image_size=f.image_size, device="cpu")
-            train, test = heldout_split(d.n_train_videos, d.n_test, d.split_seed)
+            train, test = heldout_split(d.n_train_videos, d.n_test, d.split_seed, d.test_order)
             rows = {"train": train, "test": test, "challenge": np.arange(d.n_train_videos, len(self.videos))}
             reduce = {name: f.reduce_layers == "all" or extractor.spatial[name] for name in raw}
             arrays, described = reduce_features(raw, rows, reduce=reduce, method=f.reduction, srp_eps=f.srp_eps,
-                                                pca_ratio=f.pca_ratio, test_scaler=f.test_scaler, seed=f.seed)
+                                                pca_ratio=f.pca_ratio, test_scaler=f.test_scaler, seed=f.seed,
+                                                scale_floor=f.scale_floor, restandardize=f.restandardize)
             meta = {"weights": info, "reduction": described, "rows": {k: v.tolist() for k, v in rows.items()},
                     "videos": [p.name for p in self.videos]}
             write_feature_store(self.paths.store, arrays, meta)
-        self.store.write_ok(unit.key, {"store": str(self.paths.store)})
+        files = open_feature_store(self.paths.store).file_paths()  # a store gone bad later voids this record
+        self.store.write_ok(unit.key, {"store": str(self.paths.store)}, files=files)
 
     # -- encoding -----------------------------------------------------------------------------
 
     @cached_property
     def features(self) -> Any:
+        """The feature store, its arrays verified against their checksums once per process.
+
+        A garbled array fails the unit with an error naming the file; the ``features`` record
+        vouches for the store's files, so the next launch recomputes that unit and rebuilds it.
+        """
         from lwroi.features import open_feature_store
 
         return open_feature_store(self.paths.store)
@@ -235,10 +269,10 @@ class UnitRunner:
         """The solver settings of the config; each solver takes the ones it names."""
         e = self.cfg.encoding
         return {"lr": e.lr, "batch_size": e.batch_size, "max_epochs": e.max_epochs, "patience": e.patience,
-                "min_delta": e.min_delta, "metric": e.metric, "val_pcc": e.val_pcc,
-                "layer_scaling": e.layer_scaling, "alphas": e.kernel_alphas, "search_steps": e.kernel_search_steps,
-                "refine_steps": e.kernel_refine_steps, "search_voxels": e.kernel_search_voxels,
-                "memory_budget_mb": e.memory_budget_mb}
+                "min_delta": e.min_delta, "metric": e.metric, "val_pcc": e.val_pcc, "pcc": e.pcc,
+                "drop_last": e.drop_last, "layer_scaling": e.layer_scaling, "alphas": e.kernel_alphas,
+                "search_steps": e.kernel_search_steps, "refine_steps": e.kernel_refine_steps,
+                "search_voxels": e.kernel_search_voxels, "memory_budget_mb": e.memory_budget_mb}
 
     def _run_tune(self, unit: Unit) -> None:
         from lwroi.encoding import evaluate_grid_models, get_solver, solver_options
@@ -250,7 +284,7 @@ class UnitRunner:
         result = evaluate_grid_models(
             self.features.load("train"), y_train, [(m.wc, m.lay, m.fold) for m in unit.models],
             folds=e.folds, seed=e.seed, device=self.device, solver=e.solver, layer_scaling=scaling,
-            state=self._resume_state(unit), on_epoch=self._on_epoch(unit),
+            fold_split=e.fold_split, state=self._resume_state(unit), on_epoch=self._on_epoch(unit),
             **solver_options(get_solver(e.solver), kwargs),
         )
         rows = [{"wc": m.wc, "lay": m.lay, "fold": m.fold, "score": float(result["score"][i]),
@@ -282,7 +316,7 @@ class UnitRunner:
             chosen = {"wc": selected["wc"], "lay": selected["lay"]}
         resp, y_train, y_test = self._responses(unit.subject, unit.roi)
         x_train, x_test = self.features.load("train"), self.features.load("test")
-        model = LayerWeightedEncoder(**chosen, solver=e.solver,
+        model = LayerWeightedEncoder(**chosen, solver=e.solver, contributions=e.contributions,
                                      val_fraction=e.val_fraction, device=self.device,
                                      random_state=unit_seed(e.seed, unit.key), **self._train_kwargs())
         val = {"X_val": x_test, "Y_val": y_test} if e.early_stopping_on == "test" else {}
@@ -305,6 +339,7 @@ class UnitRunner:
             "best_epoch": int(model.best_epoch_), "n_epochs": int(model.n_epochs_),
             "layers": list(self.features.layers),
             "layer_weights": [float(x) for x in model.layer_weights_],
+            "layer_profile": [float(x) for x in model.layer_profile(x_train)],
             "contributions": [float(x) for x in model.layer_contributions(x_test, y_test)],
             "random_weights": bool(self.features.meta["weights"]["random_init"]),
         }

@@ -1,10 +1,12 @@
 """``lwroi report``: one HTML page with the figures a reader of the paper looks for first.
 
-The page shows, from a finished run's tables and unit records: the ROI x layer heatmaps of
-layer weights and layer contributions (the paper's central figure), held-out accuracy per ROI
-with every subject's value and the noise ceiling, the chosen hyper-parameters, SGD learning
-curves, and the two tables. Figures are PNG files beside ``index.html`` (matplotlib, Agg
-backend: no display needed on a cluster node); every file is written atomically.
+The page shows, from a finished run's tables and unit records: the ROI x layer heatmap of the
+layer profile (each layer's share of the predicted variance: the paper's central figure, measured
+so that it means the same for every solver), then the raw layer weights and the layer
+contributions, held-out accuracy per ROI with every subject's value and the noise ceiling, the
+chosen hyper-parameters, SGD learning curves, and the two tables. Figures are PNG files beside
+``index.html`` (matplotlib, Agg backend: no display needed on a cluster node); every file is
+written atomically.
 """
 
 from __future__ import annotations
@@ -47,16 +49,28 @@ def write_report(run_dir: str | Path, store: ResultStore, out_dir: str | Path | 
     layers = [c.removeprefix("weight_") for c in results.columns if c.startswith("weight_")]
     rois = list(summary["roi"])
     figures = [
+        Figure(_save(out, "layer_profile.png",
+                     _heatmap(results, rois, layers, "profile_", "share of predicted variance (mean over subjects)")),
+               "Layer profile per ROI",
+               "Each DNN layer's share of the fitted model's predicted variance on the training videos (per voxel "
+               "the variance of that layer's term of the prediction over the sum of all layers', then the mean "
+               "over voxels), mean over subjects: which depth each ROI resembles. It depends only on the fitted "
+               "predictions, so it means the same for every solver and is blind to voxel gains: early visual ROIs "
+               "should draw on early layers, higher ROIs on later ones."),
         Figure(_save(out, "layer_weights.png",
-                     _heatmap(results, rois, layers, "weight_", "layer weight (mean over subjects)")),
-               "Layer weights per ROI",
-               "Learned non-negative weight of each DNN layer, mean over subjects: early visual ROIs should weight "
-               "early layers, higher ROIs later ones."),
+                     _heatmap(results, rois, layers, "weight_", "raw layer weight |a| (mean over subjects)")),
+               "Raw layer weights per ROI (not a profile)",
+               "The fitted layer weight |a| of each layer, mean over subjects, kept for comparison with the "
+               "original. It is not a layer profile: with the sgd solver the scale of a layer's weight trades "
+               "freely against its coefficients W, so its value follows the learning rate, the number of epochs "
+               "and the penalties as much as the data (see the README); read the profile above."),
         Figure(_save(out, "layer_contributions.png",
                      _heatmap(results, rois, layers, "contrib_", "layer contribution (share of accuracy)")),
-               "Layer contributions per ROI",
-               "Share of the held-out accuracy each layer carries alone (r with only that layer kept, negatives "
-               "clipped to 0, normalised to sum 1), mean over subjects."),
+               "Layer contributions per ROI (held-out r with one layer kept)",
+               "The held-out accuracy each layer gives alone (r with only that layer's features kept, the others "
+               "zeroed, normalised over layers to sum 1), mean over subjects. Layers that carry the same "
+               "information each score high alone, so this rates what a layer can predict, not what the fit drew "
+               "from it."),
         Figure(_save(out, "pcc.png", _accuracy(results, summary, rois)), "Held-out accuracy per ROI",
                "Mean voxel Pearson r on the held-out videos: bars are the subject mean, dots each subject, the "
                "black tick the noise ceiling (split-half reliability, Spearman-Brown)."),

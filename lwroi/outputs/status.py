@@ -1,7 +1,10 @@
 """``lwroi status``: per phase, how many units are done, running, pending or failed, and an ETA.
 
 Reads only the run directory (records, journal, heartbeat markers), so it works from a
-login node while the job runs, without MPI.
+login node while the job runs, without MPI. It verifies what it reports: a unit counts as
+done only when its record and arrays pass their checksums, and as running only while the
+process that marked it can be alive. It changes nothing (an invalid record is left for the
+run to move aside).
 """
 
 from __future__ import annotations
@@ -34,7 +37,10 @@ class PhaseStatus:
 
 
 def run_status(store: ResultStore, units: list[Unit]) -> list[PhaseStatus]:
-    """Classify every unit of the plan; ETA = mean time of finished units × units left / busy ranks."""
+    """Classify every unit of the plan; ETA = mean time of finished units × units left / busy ranks.
+
+    A unit whose record fails its checksums is pending: the next launch computes it again.
+    """
     markers = running_markers(store.run_dir)
     events = read_journal(store.run_dir)
     durations: dict[str, list[float]] = defaultdict(list)
@@ -45,7 +51,7 @@ def run_status(store: ResultStore, units: list[Unit]) -> list[PhaseStatus]:
     by_phase = {p: PhaseStatus(p) for p in PHASES}
     for unit in units:
         status = by_phase[unit.phase]
-        record = store.read(unit.key, verify_arrays=False)
+        record = store.read(unit.key, quarantine=False)
         if record is not None:
             if record.status == "ok":
                 status.done += 1

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from lwroi._io import atomic_path, atomic_save_npy
@@ -36,29 +35,37 @@ class Reduction:
 
 
 def reduce_run(store: ResultStore, units: list[Unit]) -> Reduction:
-    """Read every fit unit's record into one row per subject × ROI, and average per ROI."""
+    """Read every fit unit's record into one row per subject × ROI, and average per ROI.
+
+    Only fit records are read: the tables need nothing else, so a lost or corrupt tuning record
+    (which a rerun would recompute to no effect on any fit) does not hold the summary back.
+    """
     missing, failed, rows = [], [], []
-    for unit in units:
+    for unit in (u for u in units if u.phase == "fit"):
         record = store.read(unit.key)
         if record is None:
             missing.append(unit.key)
         elif record.status != "ok":
             failed.append(unit.key)
-        elif unit.phase == "fit":
+        else:
             rows.append(_result_row(record.payload))
     results = pd.DataFrame(rows)
     if results.empty:
         columns = ["roi", "pcc_mean", "pcc_std", "n_subjects", "noise_ceiling_mean", "pcc_normalized_mean"]
         return Reduction(results, pd.DataFrame(columns=columns), missing, failed)
-    for column in ("noise_ceiling", "pcc_normalized", "n_reliable_voxels"):
+    for column in ("noise_ceiling", "pcc_normalized", "n_reliable_voxels",
+                   *(c for c in results.columns if c.startswith("profile_"))):
         results[column] = pd.to_numeric(results[column])  # None (no reliable voxel, or an older record) -> NaN
     roi_order = list(dict.fromkeys(u.roi for u in units if u.phase == "fit"))
     results["roi"] = pd.Categorical(results["roi"], categories=roi_order, ordered=True)
     results = results.sort_values(["roi", "subject"]).reset_index(drop=True)
     by_roi = results.groupby("roi", observed=True)
-    summary = by_roi["pcc"].agg(pcc_mean="mean", pcc_std=lambda s: float(np.std(s, ddof=0)), n_subjects="count")
+    # std over subjects with ddof 1 (pandas' default), as the original's avg_res.csv: NaN for one subject
+    summary = by_roi["pcc"].agg(pcc_mean="mean", pcc_std="std", n_subjects="count")
     summary["noise_ceiling_mean"] = by_roi["noise_ceiling"].mean()
     summary["pcc_normalized_mean"] = by_roi["pcc_normalized"].mean()
+    for column in (c for c in results.columns if c.startswith("profile_")):
+        summary[column] = by_roi[column].mean()  # the ROI's layer profile: subject mean
     summary = summary.reset_index()
     results["roi"] = results["roi"].astype(str)
     summary["roi"] = summary["roi"].astype(str)
@@ -70,6 +77,9 @@ def _result_row(payload: dict) -> dict:
     # noise ceilings came later: records of older runs lack them, and their rows show them empty
     row.update({k: payload.get(k) for k in ("noise_ceiling", "pcc_normalized", "n_reliable_voxels")})
     row.update({k: payload[k] for k in ("wc", "lay", "solver", "best_epoch", "n_epochs", "random_weights")})
+    profile = payload.get("layer_profile") or [None] * len(payload["layers"])  # later too: empty for older records
+    for name, share in zip(payload["layers"], profile, strict=True):
+        row[f"profile_{name}"] = share
     for name, weight in zip(payload["layers"], payload["layer_weights"], strict=True):
         row[f"weight_{name}"] = weight
     for name, contribution in zip(payload["layers"], payload["contributions"], strict=True):

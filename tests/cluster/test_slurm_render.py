@@ -28,6 +28,7 @@ from lwroi.orchestration.slurm import (
     render_chain,
 )
 from tests.conftest import DEMO_CONFIG, REPO
+from tests.test_preflight import write_layout
 
 GOLDEN = Path(__file__).parent / "golden" / "chain_odd_paths.sh"
 ODD = "/clusters/it's a \"dir\" with $pace"
@@ -179,8 +180,10 @@ def test_site_file_needs_the_batch_scripts_beside_it(tmp_path):
 
 def test_submit_dry_run_prints_the_chain_and_submits_nothing(site_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
+    write_layout(tmp_path / "data" / "demo", subjects=("sub01",), rois=("V1",), n_train=150, n_challenge=12)
     code = main(["submit", str(DEMO_CONFIG), "--site", str(site_dir / "site.env"), "--image", "lwroi.sif",
-                 "--shards", "3", "--set", "run.output_dir=runs/x", "--dry-run"])
+                 "--shards", "3", "--set", "run.output_dir=runs/x", "--set", "data.subjects=[sub01]",
+                 "--set", "data.rois=[V1]", "--dry-run"])
     out = capsys.readouterr().out
     assert code == 0
     assert out.startswith("#!/bin/bash\n")

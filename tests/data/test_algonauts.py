@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import re
@@ -13,7 +14,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lwroi.data import ROI_TRACKS, check_dataset, list_videos, load_roi_responses, roi_response_path
+from lwroi.data import (
+    ROI_TRACKS,
+    VideoFingerprint,
+    check_dataset,
+    data_changes,
+    data_fingerprint,
+    list_videos,
+    load_roi_responses,
+    roi_response_path,
+    video_fingerprints,
+)
 from lwroi.exceptions import DataLayoutError, DataWarning, UnsafePickleError
 
 N_VIDEOS = 6
@@ -244,6 +255,14 @@ def test_check_dataset_lists_every_problem_in_one_error(tmp_path):
     assert f"{tmp_path / RESPONSES_DIR / 'mini_track/sub02'}: subject folder not found (needed for V1, FFA)" in message
 
 
+def test_check_dataset_without_responses_needs_only_the_videos(tmp_path):
+    build_dataset(tmp_path, [], [])
+    check_dataset(tmp_path, videos_dir=VIDEOS_DIR, responses_dir=RESPONSES_DIR, subjects=["sub01"], rois=["V1"],
+                  n_train_videos=N_VIDEOS, responses=False)
+    with pytest.raises(DataLayoutError, match="responses folder not found"):
+        check(tmp_path, ["sub01"], ["V1"])
+
+
 def test_check_dataset_names_missing_folders(tmp_path):
     tmp_path.joinpath("other").mkdir()
     with pytest.raises(DataLayoutError) as info:
@@ -272,3 +291,97 @@ def test_importing_lwroi_data_stays_light():
     code = "import sys, lwroi.data; print(sorted(m for m in ('torch', 'av', 'mpi4py') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------ video numbering, count and fingerprints
+
+
+def write_videos(folder: Path, names: list[str]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / name).write_bytes(name.encode())
+
+
+def numbered(n: int) -> list[str]:
+    return [f"{i:04d}_clip.mp4" for i in range(1, n + 1)]
+
+
+def test_list_videos_refuses_a_missing_video_naming_its_index(tmp_path):
+    names = numbered(6)
+    write_videos(tmp_path, names[:2] + names[3:])
+    with pytest.raises(DataLayoutError, match=re.escape("missing video index 0003 (between 0002_clip.mp4 and "
+                                                        "0004_clip.mp4)")):
+        list_videos(tmp_path)
+
+
+def test_list_videos_refuses_an_extra_video_that_sorts_first(tmp_path):
+    write_videos(tmp_path, ["0000_extra.mp4", *numbered(4)])
+    with pytest.raises(DataLayoutError, match=r"0000_extra.mp4: extra file: index 0 is out of sequence"):
+        list_videos(tmp_path)
+
+
+def test_list_videos_names_unnumbered_repeated_and_misordered_files(tmp_path):
+    write_videos(tmp_path / "a", [*numbered(3), "0002_again.mp4", "clip.mp4", "010_wide.mp4"])
+    with pytest.raises(DataLayoutError) as info:
+        list_videos(tmp_path / "a")
+    message = str(info.value)
+    assert "the video names are not numbered 1..N in order" in message
+    assert "0002_clip.mp4: extra file: index 2 is also 0002_again.mp4" in message
+    assert "clip.mp4: extra file: its name does not start with a video index" in message
+    assert "missing video index 0004..0009 (between 0003_clip.mp4 and 010_wide.mp4)" in message
+    write_videos(tmp_path / "b", ["0001_clip.mp4", "002_short.mp4", "0003_clip.mp4"])
+    with pytest.raises(DataLayoutError, match=r"0003_clip\.mp4 sorts before 002_short\.mp4: give every index the same"):
+        list_videos(tmp_path / "b")
+
+
+def test_check_dataset_lists_a_numbering_gap_with_the_folder(tmp_path):
+    build_dataset(tmp_path, ["sub01"], ["V1"])
+    (tmp_path / VIDEOS_DIR / "0004.mp4").unlink()
+    with pytest.raises(DataLayoutError, match=re.escape(f"{tmp_path / VIDEOS_DIR}: missing video index 0004")):
+        check(tmp_path, ["sub01"], ["V1"])
+
+
+def test_check_dataset_counts_the_videos_against_n_videos(tmp_path):
+    build_dataset(tmp_path, ["sub01"], ["V1"], n_videos=N_VIDEOS + 2)
+    kwargs = {"videos_dir": VIDEOS_DIR, "responses_dir": RESPONSES_DIR, "subjects": ["sub01"], "rois": ["V1"],
+              "n_train_videos": N_VIDEOS}
+    check_dataset(tmp_path, n_videos=N_VIDEOS + 2, **kwargs)
+    check_dataset(tmp_path, n_videos=0, **kwargs)  # 0: not checked
+    (tmp_path / VIDEOS_DIR / f"{N_VIDEOS + 2:04d}.mp4").unlink()  # the last one: no gap in the numbering
+    with pytest.raises(DataLayoutError, match=re.escape(f"{tmp_path / VIDEOS_DIR}: 7 .mp4 files; data.n_videos = 8")):
+        check_dataset(tmp_path, n_videos=N_VIDEOS + 2, **kwargs)
+
+
+def fingerprint_of(root: Path, rois: list[str]) -> dict:
+    return data_fingerprint(root, videos_dir=VIDEOS_DIR, responses_dir=RESPONSES_DIR, subjects=["sub01"], rois=rois)
+
+
+def test_data_fingerprint_sees_a_video_replaced_in_place_with_the_same_size(tmp_path):
+    build_dataset(tmp_path, ["sub01"], ["V1"])
+    before = fingerprint_of(tmp_path, ["V1"])
+    (tmp_path / VIDEOS_DIR / "0002.mp4").write_bytes(b"")  # build_dataset's videos are empty: same size
+    (tmp_path / VIDEOS_DIR / "0003.mp4").write_bytes(b"x")
+    changes = data_changes(before, fingerprint_of(tmp_path, ["V1"]))
+    assert len(changes) == 1 and changes[0].startswith("video 0003.mp4: content changed (size 0 -> 1, sha256 ")
+    assert [v[:2] for v in before["videos"]] == [[f"{i:04d}.mp4", 0] for i in range(1, N_VIDEOS + 3)]
+
+
+def test_data_fingerprint_sees_a_changed_response_pickle_but_not_an_added_roi(tmp_path):
+    build_dataset(tmp_path, ["sub01"], ["V1", "FFA"])
+    before = fingerprint_of(tmp_path, ["V1"])
+    assert data_changes(before, fingerprint_of(tmp_path, ["V1", "FFA"])) == []
+    write_roi(tmp_path / RESPONSES_DIR, "sub01", "V1", make_train(np.random.default_rng(99)))
+    (change,) = data_changes(before, fingerprint_of(tmp_path, ["V1", "FFA"]))
+    assert change.startswith("responses mini_track/sub01/V1.pkl: content changed (sha256 ")
+
+
+def test_data_changes_lists_added_and_removed_videos():
+    old = {"videos": [["0001_a.mp4", 3, "aa"], ["0002_b.mp4", 3, "bb"]], "responses": {}}
+    new = {"videos": [["0001_a.mp4", 3, "aa"], ["0002_c.mp4", 3, "bb"]], "responses": {}}
+    assert data_changes(old, new) == ["video 0002_b.mp4: removed", "video 0002_c.mp4: added"]
+
+
+def test_video_fingerprints_hash_every_byte(tmp_path):
+    write_videos(tmp_path, ["0001_a.mp4"])
+    (fp,) = video_fingerprints([tmp_path / "0001_a.mp4"])
+    assert fp == VideoFingerprint("0001_a.mp4", 10, hashlib.sha256(b"0001_a.mp4").hexdigest())

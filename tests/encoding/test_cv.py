@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from sklearn.model_selection import KFold
 
 from lwroi.data.splits import kfold_splits
 from lwroi.encoding import select_best, solve_sgd, stack_layer_features, tune_grid
@@ -44,6 +46,20 @@ def test_fold_score_equals_that_fold_trained_alone(tuned, data):
     alone = solve_sgd(torch.from_numpy(features), torch.from_numpy(layer_of_feature), torch.from_numpy(Y),
                       train_idx=[train], val_idx=[val], wc=[100.0], lay=[1.0], seed=[(4, 1)], **TRAIN)  # fmt: skip
     assert tuned.fold_scores[(100.0, 1.0)][1] == pytest.approx(alone.val_mean_r[0], abs=1e-5)
+
+
+def test_contiguous_folds_train_on_the_originals_kfold(data):
+    X, Y = data
+    tuned = tune_grid(X, Y, wc_grid=[1.0], lay_grid=[0.1], folds=2, seed=4, device="cpu", fold_split="contiguous",
+                      pcc="original", **TRAIN)  # fmt: skip
+    features, layer_of_feature, _ = stack_layer_features(X, "balanced")
+    for fold, (train, val) in enumerate(KFold(n_splits=2, shuffle=False).split(features)):
+        alone = solve_sgd(torch.from_numpy(features), torch.from_numpy(layer_of_feature), torch.from_numpy(Y),
+                          train_idx=[train], val_idx=[val], wc=[1.0], lay=[0.1], seed=[(4, fold)], pcc="original",
+                          **TRAIN)  # fmt: skip
+        assert tuned.fold_scores[(1.0, 0.1)][fold] == pytest.approx(alone.val_mean_r[0], abs=1e-6)
+    shuffled = tune_grid(X, Y, wc_grid=[1.0], lay_grid=[0.1], folds=2, seed=4, device="cpu", pcc="original", **TRAIN)
+    assert not np.allclose(shuffled.fold_scores[(1.0, 0.1)], tuned.fold_scores[(1.0, 0.1)])
 
 
 def test_select_best_breaks_ties_by_smaller_wc_then_lay():

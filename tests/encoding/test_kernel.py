@@ -19,6 +19,7 @@ from lwroi.encoding._kernel import (
     solve_kernel,
     voxel_batch_size,
 )
+from tests.encoding.original import vectorized_correlation
 from tests.encoding.test_model import FAST, PROFILE, planted_layers
 
 SMALL = {"search_steps": 6, "refine_steps": 4}
@@ -149,6 +150,14 @@ def test_estimator_fits_every_row_and_documents_the_search(noisy):
     np.testing.assert_allclose(est.layer_weights_, direct.layer_weights[0], rtol=1e-6)
     with_val = LayerWeightedEncoder(solver="kernel", device="cpu", **SMALL).fit(X, Y, X_val=X_test, Y_val=Y_test)
     assert with_val.val_mean_r_ == pytest.approx(with_val.score(X_test, Y_test), abs=1e-5)
+
+
+def test_validation_score_uses_the_estimators_pcc(noisy):
+    X, Y, X_test, Y_test = noisy
+    est = LayerWeightedEncoder(solver="kernel", device="cpu", pcc="original", **SMALL)
+    est.fit(X, Y, X_val=X_test, Y_val=Y_test)
+    expected = vectorized_correlation(Y_test.astype(np.float64), est.predict(X_test).astype(np.float64)).mean()
+    assert est.val_mean_r_ == pytest.approx(expected, abs=1e-5)
 
 
 def test_grid_models_on_the_same_fold_share_one_solve(noisy):

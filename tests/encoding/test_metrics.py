@@ -1,4 +1,4 @@
-"""Per-voxel Pearson r against scipy, and its conventions (constant columns, masks, batching)."""
+"""Per-voxel Pearson r against scipy, the original's PCC against its transcription, and the conventions."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 from scipy.stats import pearsonr
 
 from lwroi.encoding.metrics import mean_pcc, pearson_r_columns, pearson_r_columns_torch
+from tests.encoding.original import vectorized_correlation
 
 
 @pytest.fixture
@@ -61,3 +62,38 @@ def test_torch_mask_equals_dropping_rows(rng):
     r = pearson_r_columns_torch(torch.from_numpy(Y_true), torch.from_numpy(Y_pred), mask)
     for g, k in enumerate(keep):
         np.testing.assert_allclose(r[g].numpy(), pearson_r_columns(Y_true[g, :k], Y_pred[g, :k]), atol=1e-6)
+
+
+def test_original_pcc_is_the_originals_vectorized_correlation(rng):
+    Y_true = rng.standard_normal((16, 7))
+    Y_pred = Y_true + rng.standard_normal((16, 7))
+    expected = vectorized_correlation(Y_true, Y_pred)
+    np.testing.assert_allclose(pearson_r_columns(Y_true, Y_pred, kind="original"), expected, rtol=1e-12)
+    # about r * n / (n - 1): ~7% above Pearson r on a 16-row batch
+    np.testing.assert_allclose(expected, pearson_r_columns(Y_true, Y_pred) * 16 / 15, rtol=1e-6)
+    assert mean_pcc(Y_true, Y_pred, kind="original") == pytest.approx(expected.mean())
+
+
+def test_original_pcc_torch_batched_and_masked_matches_the_original(rng):
+    Y_true = rng.standard_normal((2, 30, 4)).astype(np.float32)
+    Y_pred = (Y_true + rng.standard_normal((2, 30, 4))).astype(np.float32)
+    keep = [16, 30]
+    mask = torch.tensor([[1.0] * k + [0.0] * (30 - k) for k in keep])
+    r = pearson_r_columns_torch(torch.from_numpy(Y_true), torch.from_numpy(Y_pred), mask, kind="original")
+    for g, k in enumerate(keep):
+        expected = vectorized_correlation(Y_true[g, :k].astype(np.float64), Y_pred[g, :k].astype(np.float64))
+        np.testing.assert_allclose(r[g].numpy(), expected, atol=1e-6)
+
+
+def test_original_pcc_scores_constant_columns_zero(rng):
+    Y_true = rng.standard_normal((20, 3))
+    Y_true[:, 1] = 0.1
+    Y_pred = rng.standard_normal((20, 3))
+    Y_pred[:, 2] = 5.0
+    r = pearson_r_columns(Y_true, Y_pred, kind="original")
+    assert r[1] == 0.0 and r[2] == 0.0 and r[0] != 0.0
+
+
+def test_unknown_pcc_kind_is_named(rng):
+    with pytest.raises(ValueError, match="pcc='spearman': must be one of pearson, original"):
+        pearson_r_columns(rng.standard_normal((5, 2)), rng.standard_normal((5, 2)), kind="spearman")

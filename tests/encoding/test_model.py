@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +15,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 from lwroi.data.splits import inner_validation_split
 from lwroi.encoding import LayerWeightedEncoder, resolve_device
 from lwroi.encoding.metrics import mean_pcc
+from tests.encoding.original import vectorized_correlation
 
 PROFILE = np.array([0.1, 0.3, 1.0, 0.5])
 DIMS = (8, 12, 16, 20)
@@ -94,6 +97,33 @@ def test_layer_contributions_sum_to_one(fitted, planted):
 def test_layer_contributions_uniform_when_no_layer_predicts(fitted, planted):
     _, _, X_test, Y_test = planted
     np.testing.assert_allclose(fitted.layer_contributions(X_test, -Y_test), np.full(4, 0.25))
+
+
+def original_contributions(model: LayerWeightedEncoder, X: list[np.ndarray], Y: np.ndarray) -> np.ndarray:
+    """The original's: the other layers' features zeroed, mean voxel PCC per layer, divided by the sum."""
+    scores = []
+    for layer in range(len(X)):
+        only = [x if i == layer else np.zeros_like(x) for i, x in enumerate(X)]
+        scores.append(vectorized_correlation(Y, model.predict(only)).mean())
+    return np.array(scores) / sum(scores)
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_original_contributions_divide_the_scores_by_their_sum(fitted, planted, sign):
+    _, _, X_test, Y_test = planted
+    model = copy.deepcopy(fitted).set_params(contributions="original", pcc="original")
+    expected = original_contributions(model, X_test, sign * Y_test)
+    np.testing.assert_allclose(model.layer_contributions(X_test, sign * Y_test), expected, atol=1e-6)
+    if sign < 0:  # every layer scores below 0: shares of a negative sum, where clipping gives uniform shares
+        assert not np.allclose(expected, 0.25)
+
+
+def test_original_pcc_scores_voxels_as_the_original(fitted, planted):
+    _, _, X_test, Y_test = planted
+    model = copy.deepcopy(fitted).set_params(pcc="original")
+    expected = vectorized_correlation(Y_test, fitted.predict(X_test))
+    np.testing.assert_allclose(model.score_voxels(X_test, Y_test), expected, atol=1e-6)
+    assert model.score(X_test, Y_test) == pytest.approx(expected.mean(), abs=1e-6)
 
 
 def test_score_voxels_matches_mean_pcc(fitted, planted):

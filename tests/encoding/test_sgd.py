@@ -7,10 +7,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader, TensorDataset
 
 from lwroi.encoding import SOLVERS, get_solver, solve_sgd, stack_layer_features
 from lwroi.encoding._sgd import model_seed
 from lwroi.encoding.metrics import pearson_r_columns
+from tests.encoding.original import vectorized_correlation
 from tests.encoding.test_model import planted_layers
 
 N_TRAIN = [70, 61, 53]
@@ -33,8 +35,12 @@ def solve(problem, **overrides):
     return solve_sgd(*problem, **kwargs)
 
 
-def reference_fit(X, layer_of_feature, Y, train, *, wc, lay, lr, batch_size, epochs, seed):
-    """The model as the original wrote it: autograd, torch.optim.Adam, per-layer weight repeat."""
+def reference_fit(X, layer_of_feature, Y, train, *, wc, lay, lr, batch_size, epochs, seed, drop_last=False):
+    """The model as the original wrote it: autograd, torch.optim.Adam, per-layer weight repeat.
+
+    Minibatches come from a DataLoader over the training rows that visits each epoch's
+    ``torch.randperm`` of the model's generator (what ``shuffle=True`` draws).
+    """
     gen = torch.Generator().manual_seed(model_seed(seed))
     D, V = X.shape[1], Y.shape[1]
     dims = torch.bincount(layer_of_feature).tolist()
@@ -42,24 +48,40 @@ def reference_fit(X, layer_of_feature, Y, train, *, wc, lay, lr, batch_size, epo
     a = torch.full((len(dims),), 1.0 / len(dims), requires_grad=True)
     b = torch.zeros(V, requires_grad=True)
     optimizer = torch.optim.Adam([a, W, b], lr=lr)
+    rows = TensorDataset(X[train], Y[train])
     for _ in range(epochs):
-        rows = train[torch.randperm(len(train), generator=gen).numpy()]
-        for start in range(0, len(rows), batch_size):
-            batch = rows[start : start + batch_size]
+        order = torch.randperm(len(train), generator=gen).tolist()
+        for x, y in DataLoader(rows, batch_size=batch_size, sampler=order, drop_last=drop_last):
             scale = torch.cat([a.abs()[i].repeat(d) for i, d in enumerate(dims)])
-            pred = (X[batch] * scale) @ W + b
-            loss = ((pred - Y[batch]) ** 2).mean() + wc * W.pow(2).mean(0).sqrt().mean() + lay * a.abs().mean()
+            pred = (x * scale) @ W + b
+            loss = ((pred - y) ** 2).mean() + wc * W.pow(2).mean(0).sqrt().mean() + lay * a.abs().mean()
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
     return (W * torch.cat([a.abs()[i].repeat(d) for i, d in enumerate(dims)]).unsqueeze(1)).detach().numpy()
 
 
-def test_matches_plain_autograd_adam_loop(problem):
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_matches_plain_autograd_adam_loop(problem, drop_last):
+    # 61 rows: 3 full minibatches and one of 13, which drop_last leaves out of every epoch
     result = solve(problem, train_idx=TRAIN[1:2], val_idx=VAL[1:2], wc=[0.1], lay=[0.5], seed=[11],
-                   max_epochs=3, patience=100)  # fmt: skip
-    expected = reference_fit(*problem, TRAIN[1], wc=0.1, lay=0.5, lr=SETTINGS["lr"], batch_size=16, epochs=3, seed=11)
+                   max_epochs=3, patience=100, drop_last=drop_last)  # fmt: skip
+    epochs = int(result.best_epoch[0])  # the state returned
+    assert epochs >= 2
+    expected = reference_fit(*problem, TRAIN[1], wc=0.1, lay=0.5, lr=SETTINGS["lr"], batch_size=16, epochs=epochs,
+                             seed=11, drop_last=drop_last)  # fmt: skip
     np.testing.assert_allclose(result.coef[0], expected, atol=1e-5)
+
+
+def test_drop_last_in_batched_models_equals_each_model_alone(problem):
+    seeds = [5, 6, (7, 1)]
+    settings = {"drop_last": True, "max_epochs": 6, "patience": 100}
+    batched = solve(problem, seed=seeds, **settings)
+    for g in range(3):
+        alone = solve(problem, train_idx=[TRAIN[g]], val_idx=[VAL[g]], wc=[[0.01, 0.1, 1.0][g]],
+                      lay=[[0.01, 1.0, 0.1][g]], seed=[seeds[g]], **settings)  # fmt: skip
+        np.testing.assert_allclose(batched.coef[g], alone.coef[0], atol=1e-5)
+        np.testing.assert_allclose(batched.history["train_loss"][g], alone.history["train_loss"][0], atol=1e-6)
 
 
 def test_batched_models_equal_each_model_alone(problem):
@@ -119,10 +141,44 @@ def test_early_stopping_restores_best_state_after_patience(problem):
     assert stopped == best + SETTINGS["patience"] < 60
     history = result.history["val_score"][0]
     assert result.best_score[0] == pytest.approx(history[best - 1])
-    assert np.all(history[best:] <= history[best - 1] + SETTINGS["min_delta"])
+    assert np.all(history[best:] < history[best - 1] + SETTINGS["min_delta"])
     until_best = solve(problem, train_idx=TRAIN[2:], val_idx=VAL[2:], wc=[0.01], lay=[0.01], lr=1e-1,
                        max_epochs=best, patience=1000)  # fmt: skip
     np.testing.assert_allclose(result.coef, until_best.coef, atol=1e-6)
+
+
+def replay_early_stopping(history: np.ndarray, patience: int, min_delta: float) -> tuple[int, int]:
+    """(best_epoch, n_epochs), 1-based, of the original's EarlyStopping fed ``history``."""
+    best, best_epoch, counter = history[0], 1, 0
+    for epoch, score in enumerate(history[1:], start=2):
+        if score < best + min_delta:
+            counter += 1
+            if counter >= patience:
+                return best_epoch, epoch
+        else:
+            best, best_epoch, counter = score, epoch, 0
+    return best_epoch, len(history)
+
+
+@pytest.mark.parametrize("min_delta", [0.0, 1e-3, 1e-2])
+def test_early_stopping_is_the_originals_rule(problem, min_delta):
+    result = solve(problem, min_delta=min_delta, max_epochs=40)
+    for g in range(3):
+        history = result.history["val_score"][g, : result.n_epochs[g]]
+        replayed = replay_early_stopping(history, SETTINGS["patience"], min_delta)
+        assert (result.best_epoch[g], result.n_epochs[g]) == replayed
+
+
+def test_an_equal_score_counts_as_an_improvement(problem):
+    # Validation responses equal on every row: every voxel is constant, every score exactly 0.
+    # The original's rule (score >= best + min_delta) then improves every epoch and never stops.
+    X, layer_of_feature, Y = problem
+    Y = Y.clone()
+    Y[VAL[0]] = Y[VAL[0][0]].clone()
+    result = solve_sgd(X, layer_of_feature, Y, train_idx=TRAIN[:1], val_idx=VAL[:1], wc=[0.1], lay=[0.1], seed=0,
+                       **{**SETTINGS, "min_delta": 0.0, "max_epochs": 12})  # fmt: skip
+    assert np.all(result.history["val_score"][0] == 0.0)
+    assert result.best_epoch[0] == result.n_epochs[0] == 12
 
 
 def test_stopped_model_is_frozen_while_others_train(problem):
@@ -144,27 +200,34 @@ def test_stopped_model_is_frozen_while_others_train(problem):
     assert not torch.equal(snapshots[-1]["tensors"]["W"], snapshots[stop - 1]["tensors"]["W"])
 
 
-def mean_batch_pcc(true: np.ndarray, pred: np.ndarray, size: int = 16) -> float:
-    """The original's validation PCC: mean over consecutive full batches of the batch's mean voxel r."""
-    starts = range(0, len(true) - size + 1, size)
-    return float(np.mean([pearson_r_columns(true[i : i + size], pred[i : i + size]).mean() for i in starts]))
+def original_pcc(true: np.ndarray, pred: np.ndarray) -> float:
+    return float(vectorized_correlation(true, pred).mean())
 
 
-@pytest.mark.parametrize(("metric", "val_pcc"), [("pcc", "full"), ("pcc", "batch"), ("mse", "full"), ("mse", "batch")])
-def test_best_score_is_documented_metric_of_returned_state(problem, metric, val_pcc):
+def pearson_pcc(true: np.ndarray, pred: np.ndarray) -> float:
+    return float(pearson_r_columns(true, pred).mean())
+
+
+@pytest.mark.parametrize(
+    ("metric", "val_pcc", "pcc"),
+    [("pcc", "full", "pearson"), ("pcc", "batch", "pearson"), ("mse", "full", "pearson"), ("mse", "batch", "pearson"),
+     ("pcc", "full", "original"), ("pcc", "batch", "original"), ("mse", "batch", "original")],
+)  # fmt: skip
+def test_best_score_is_documented_metric_of_returned_state(problem, metric, val_pcc, pcc):
     X, _, Y = (t.numpy() for t in problem)
-    result = solve(problem, metric=metric, val_pcc=val_pcc, max_epochs=6)
+    result = solve(problem, metric=metric, val_pcc=val_pcc, pcc=pcc, max_epochs=6)
+    correlation = original_pcc if pcc == "original" else pearson_pcc
     for g, val in enumerate(VAL):
         pred, true = X[val] @ result.coef[g] + result.intercept[g], Y[val]
         counted = slice(0, len(val) // 16 * 16) if val_pcc == "batch" else slice(None)
-        expected = {
-            ("pcc", "full"): pearson_r_columns(true, pred).mean(),
-            ("pcc", "batch"): mean_batch_pcc(true, pred),
-            ("mse", "full"): np.mean((pred - true)[counted] ** 2),
-            ("mse", "batch"): np.mean((pred - true)[counted] ** 2),
-        }[metric, val_pcc]
+        if metric == "mse":
+            expected = np.mean((pred - true)[counted] ** 2)
+        elif val_pcc == "full":
+            expected = correlation(true, pred)
+        else:  # the original's validation loader: consecutive 16-row batches, the short last one dropped
+            expected = np.mean([correlation(true[i : i + 16], pred[i : i + 16]) for i in range(0, len(val) - 15, 16)])
         assert result.best_score[g] == pytest.approx(expected, abs=1e-5)
-        assert result.val_mean_r[g] == pytest.approx(pearson_r_columns(true, pred).mean(), abs=1e-5)
+        assert result.val_mean_r[g] == pytest.approx(correlation(true, pred), abs=1e-5)
 
 
 def test_history_is_nan_after_a_model_stopped(problem):
@@ -178,6 +241,17 @@ def test_batch_validation_needs_a_full_batch(problem):
     message = r"val_pcc='batch' needs >= batch_size=16 validation rows per model; models \[0\] have fewer"
     with pytest.raises(ValueError, match=message):
         solve(problem, val_idx=[np.arange(100, 110), *VAL[1:]], val_pcc="batch")
+
+
+def test_drop_last_needs_a_full_minibatch(problem):
+    message = r"drop_last=True needs >= batch_size=16 training rows per model; models \[1\] have fewer"
+    with pytest.raises(ValueError, match=message):
+        solve(problem, train_idx=[TRAIN[0], np.arange(10), TRAIN[2]], drop_last=True)
+
+
+def test_unknown_pcc_is_named(problem):
+    with pytest.raises(ValueError, match="pcc='r2': must be one of pearson, original"):
+        solve(problem, pcc="r2")
 
 
 def test_one_entry_per_model_is_required(problem):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,15 +38,16 @@ def gray_ramp_video(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def make_noise_videos(tmp_path: Path, rng: np.random.Generator) -> Callable[[list[int]], list[Path]]:
-    """Write one smooth random 64x64 clip per requested frame count."""
+def make_noise_videos(tmp_path: Path, rng: np.random.Generator) -> Callable[..., list[Path]]:
+    """Write one smooth random clip per requested frame count, 64x64 unless sizes (height, width) are given."""
+    made = itertools.count()
 
-    def make(frame_counts: list[int]) -> list[Path]:
+    def make(frame_counts: list[int], sizes: list[tuple[int, int]] | None = None) -> list[Path]:
         paths = []
-        for i, n in enumerate(frame_counts):
-            coarse = rng.integers(0, 256, size=(n, 8, 8, 3), dtype=np.uint8)
+        for n, (height, width) in zip(frame_counts, sizes or [(64, 64)] * len(frame_counts), strict=True):
+            coarse = rng.integers(0, 256, size=(n, height // 8, width // 8, 3), dtype=np.uint8)
             frames = coarse.repeat(8, axis=1).repeat(8, axis=2)
-            paths.append(write_mp4(tmp_path / f"clip{i:03d}.mp4", frames))
+            paths.append(write_mp4(tmp_path / f"clip{next(made):03d}.mp4", frames))
         return paths
 
     return make

@@ -5,10 +5,15 @@ import hashlib
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from torchvision import transforms
+from torchvision.models.feature_extraction import create_feature_extractor
 
 from lwroi.exceptions import ConfigError, DataLayoutError, RandomWeightsWarning
 from lwroi.features.extract import (
     ALEXNET_LAYERS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     LayerFeatureExtractor,
     extract_video_features,
     load_model,
@@ -39,6 +44,11 @@ def alexnet():
 @pytest.fixture(scope="module")
 def extractor(alexnet):
     return LayerFeatureExtractor(alexnet, ALEXNET_LAYERS, image_size=64, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def shorter(alexnet):
+    return LayerFeatureExtractor(alexnet, ALEXNET_LAYERS, image_size=64, device="cpu", resize="shorter")
 
 
 def test_random_weights_are_seeded_and_flagged():
@@ -192,3 +202,75 @@ def test_extraction_stops_on_an_unreadable_video(extractor, make_noise_videos, t
     bad.write_bytes(b"garbage")
     with pytest.raises(DataLayoutError, match=r"bad.mp4"):
         extract_video_features([paths[0], bad, paths[1]], extractor, batch_size=4, **SAMPLING)
+
+
+def _mean_per_clip(extractor, paths, sampling):
+    return [{k: v.mean(0).numpy() for k, v in extractor(read_video_frames(p, **sampling)).items()} for p in paths]
+
+
+@pytest.mark.parametrize(("height", "width", "resized"), [(48, 80, (64, 106)), (90, 60, (96, 64)), (50, 50, (64, 64))])
+def test_shorter_resize_is_pil_bilinear_of_the_shorter_side(shorter, rng, height, width, resized):
+    frames = rng.integers(0, 256, size=(3, height, width, 3), dtype=np.uint8)
+    prepared = shorter.prepare(frames)
+    # reference: PIL alone; long side int(64 * long / short), as torchvision's Resize(64) computes it
+    pil = [Image.fromarray(f).resize(resized[::-1], Image.Resampling.BILINEAR) for f in frames]
+    expected = np.stack([np.asarray(image) for image in pil])
+    assert prepared.dtype == np.uint8
+    np.testing.assert_array_equal(prepared, expected)
+
+
+def test_shorter_prepare_is_idempotent(shorter, rng):
+    frames = rng.integers(0, 256, size=(2, 48, 80, 3), dtype=np.uint8)
+    once = shorter.prepare(frames)
+    np.testing.assert_array_equal(shorter.prepare(once), once)
+
+
+def test_square_prepare_leaves_frames_to_the_forward(extractor, rng):
+    frames = rng.integers(0, 256, size=(2, 48, 80, 3), dtype=np.uint8)
+    assert extractor.prepare(frames) is frames
+
+
+def test_shorter_features_are_the_network_on_torchvision_transformed_frames(alexnet, shorter, rng):
+    frames = rng.integers(0, 256, size=(2, 48, 80, 3), dtype=np.uint8)
+    transform = transforms.Compose(
+        [
+            transforms.ToPILImage(),
+            transforms.Resize(64),
+            transforms.ToTensor(),
+            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
+    graph = create_feature_extractor(alexnet.eval(), return_nodes={"features.2": "conv1", "classifier.5": "fc7"})
+    with torch.inference_mode():
+        expected = graph(torch.stack([transform(f) for f in frames]))
+    feats = shorter(frames)
+    assert feats["conv1"].shape == (2, 64 * 7 * 12)  # 64x106 input: conv1 15x25, max-pool 7x12
+    for name in ("conv1", "fc7"):
+        np.testing.assert_allclose(feats[name].numpy(), expected[name].flatten(1).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_square_extraction_batches_clips_of_different_sizes(extractor, make_noise_videos):
+    paths = make_noise_videos([5, 6, 4], sizes=[(64, 64), (48, 80), (64, 64)])
+    feats = extract_video_features(paths, extractor, batch_size=16, **SAMPLING)
+    for i, manual in enumerate(_mean_per_clip(extractor, paths, SAMPLING)):
+        for name in ALEXNET_LAYERS:
+            np.testing.assert_allclose(feats[name][i], manual[name], rtol=1e-5, atol=1e-5)
+
+
+def test_shorter_extraction_keeps_the_aspect_of_the_clips(shorter, make_noise_videos):
+    paths = make_noise_videos([6, 5], sizes=[(48, 80), (48, 80)])
+    feats = extract_video_features(paths, shorter, batch_size=4, **SAMPLING)
+    assert feats["conv1"].shape == (2, 64 * 7 * 12)
+    for i, manual in enumerate(_mean_per_clip(shorter, paths, SAMPLING)):
+        for name in ALEXNET_LAYERS:
+            np.testing.assert_allclose(feats[name][i], manual[name], rtol=1e-5, atol=1e-5)
+
+
+def test_shorter_extraction_refuses_clips_of_another_aspect(shorter, make_noise_videos):
+    paths = make_noise_videos([4, 4], sizes=[(64, 64), (48, 80)])
+    with pytest.raises(
+        DataLayoutError,
+        match=r"clip001.mp4: frames of 64x106 pixels give layer 'conv1' 5376 .*"
+        r"clip000.mp4's 64x64 gave 3136; with resize: shorter",
+    ):
+        extract_video_features(paths, shorter, batch_size=16, **SAMPLING)

@@ -118,3 +118,57 @@ def test_reduce_features_requires_a_train_split(raw):
 def test_reduce_features_requires_a_flag_per_layer(raw):
     with pytest.raises(ValueError, match="no entry for layer 'fc'"):
         reduce_features(raw, ROWS, reduce={"conv": True}, method="srp", test_scaler="train", **OPTIONS)
+
+
+def _with_odd_columns(X):
+    """Column 2 nearly constant on the training rows, column 3 constant there (7) but 9 on the others."""
+    X = X.copy()
+    X[:40, 2] = 1e-3 * np.random.default_rng(2).standard_normal(40)
+    X[:40, 3], X[40:, 3] = 7.0, 9.0
+    return X
+
+
+def test_scale_floor_off_is_plain_standard_scaler(raw):
+    X = _with_odd_columns(raw["fc"])
+    arrays, description = reduce_features(
+        {"fc": X}, ROWS, reduce={"fc": False}, method="none", test_scaler="train", scale_floor=False, **OPTIONS
+    )
+    train = X[:40].astype(np.float64)
+    scale = np.where(train.std(0) > 0, train.std(0), 1.0)  # sklearn: a constant column gets scale 1
+    for split, idx in ROWS.items():
+        np.testing.assert_allclose(arrays[split]["fc"], (X[idx] - train.mean(0)) / scale, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(arrays["test"]["fc"][:, 3], 2.0, rtol=1e-6)
+    assert description["scale_floor"] is False
+
+
+def test_scale_floor_on_tames_nearly_constant_training_columns(raw):
+    X = _with_odd_columns(raw["fc"])
+    options = {"reduce": {"fc": False}, "method": "none", "test_scaler": "train", **OPTIONS}
+    floored, _ = reduce_features({"fc": X}, ROWS, scale_floor=True, **options)
+    plain, _ = reduce_features({"fc": X}, ROWS, scale_floor=False, **options)
+    # the floor (0.01 x median std, about 0.02 here) divides instead of the tiny std (about 1e-3)
+    assert np.abs(plain["test"]["fc"][:, 2]).max() > 10 * np.abs(floored["test"]["fc"][:, 2]).max()
+    std = X[:40].astype(np.float64).std(0)
+    np.testing.assert_allclose(floored["test"]["fc"][:, 3], 2.0 / (0.01 * np.median(std[std > 0])), rtol=1e-4)
+
+
+@pytest.mark.parametrize("test_scaler", ["train", "test"])
+def test_restandardize_standardises_every_output_column_again(raw, test_scaler):
+    options = {
+        "reduce": {"conv": True, "fc": False},
+        "method": "srp",
+        "test_scaler": test_scaler,
+        "scale_floor": False,
+        **OPTIONS,
+    }
+    once, _ = reduce_features(raw, ROWS, restandardize=False, **options)
+    again, description = reduce_features(raw, ROWS, restandardize=True, **options)
+    for layer in raw:
+        train = once["train"][layer].astype(np.float64)
+        for split in ROWS:
+            Z = once[split][layer].astype(np.float64)
+            ref = Z if test_scaler == "test" and split != "train" else train
+            np.testing.assert_allclose(again[split][layer], (Z - ref.mean(0)) / ref.std(0), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(again["train"][layer].std(0), 1, atol=1e-4)
+    assert not np.allclose(once["train"]["conv"].std(0), 1, atol=0.05)  # the projection changed the scales
+    assert description["restandardize"] is True

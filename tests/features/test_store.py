@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from lwroi.features.store import (
     feature_store_complete,
     load_raw_shards,
     open_feature_store,
+    raw_shard_complete,
     save_raw_shard,
     write_feature_store,
 )
@@ -134,3 +136,45 @@ def test_raw_shards_of_different_layers_are_refused(tmp_path, rng):
     save_raw_shard(tmp_path / "b", {"fc8": rng.standard_normal((2, 4))}, np.array([2, 3]))
     with pytest.raises(DataLayoutError, match=r"b: shard layers or feature sizes differ"):
         load_raw_shards([tmp_path / "a", tmp_path / "b"])
+
+
+def garble(path, offset: int = -4) -> None:
+    """Flip bytes inside a file, keeping its size (as a bad disk or a stray write would)."""
+    time.sleep(0.02)  # past the filesystem's timestamp tick: the write must move the mtime
+    data = bytearray(path.read_bytes())
+    data[offset:] = bytes(b ^ 0xFF for b in data[offset:])
+    path.write_bytes(bytes(data))
+
+
+def test_garbled_store_array_of_the_same_size_is_refused_naming_it(tmp_path, arrays):
+    write_feature_store(tmp_path, arrays, META)
+    assert feature_store_complete(tmp_path)
+    garble(tmp_path / "fc6__train.npy")
+    assert not feature_store_complete(tmp_path)
+    with pytest.raises(DataLayoutError, match=r"fc6__train.npy: corrupt feature store array: its sha256 differs"):
+        open_feature_store(tmp_path)
+
+
+def test_store_without_checksums_is_not_trusted(tmp_path, arrays):
+    """A store written before checksums: rebuilt once rather than used unverified."""
+    write_feature_store(tmp_path, arrays, META)
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    del meta["sha256"]
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(DataLayoutError, match=r"meta.json: not a feature store description \(KeyError: 'sha256'\)"):
+        open_feature_store(tmp_path)
+
+
+def test_store_lists_every_file_it_holds(tmp_path, arrays):
+    write_feature_store(tmp_path, arrays, META)
+    files = open_feature_store(tmp_path).file_paths()
+    assert sorted(p.name for p in files) == sorted(p.name for p in tmp_path.iterdir())
+
+
+def test_garbled_raw_shard_is_named_and_not_complete(tmp_path, rng):
+    save_raw_shard(tmp_path / "shard0", {"fc8": rng.standard_normal((2, 3))}, np.array([0, 1]))
+    assert raw_shard_complete(tmp_path / "shard0")
+    garble(tmp_path / "shard0" / "fc8.npy")
+    assert not raw_shard_complete(tmp_path / "shard0")
+    with pytest.raises(DataLayoutError, match=r"fc8.npy: corrupt extraction shard: its sha256 differs"):
+        load_raw_shards([tmp_path / "shard0"])

@@ -4,11 +4,15 @@ and a changed config is refused."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
+import subprocess
 
+import pandas as pd
 import pytest
 
+from lwroi.orchestration.results import record_checksum
 from tests.conftest import DEMO_CONFIG, interrupt_when, journal_events, lwroi_command, run_lwroi
 from tests.orchestration.test_mpi import assert_tables_equal, done_events
 
@@ -29,6 +33,78 @@ def test_second_run_recomputes_no_finished_unit(demo_workspace, reference_run):
                      cwd=demo_workspace)
     assert done_events(run) == before
     assert f"0 of {sum(before.values())} units to compute" in proc.stderr
+
+
+def test_extract_needs_only_the_videos(demo_workspace, reference_run, tmp_path):
+    """Feature extraction can start before the response pickles arrive; the fit phases still need them."""
+    data = tmp_path / "videos-only"
+    data.mkdir()
+    videos = "AlgonautsVideos268_All_30fpsmax"
+    (data / videos).symlink_to(demo_workspace / "data" / "demo" / videos)
+    overrides = ["--set", f"data.root={data}", "--set", f"run.output_dir={tmp_path / 'run'}"]
+    run_lwroi("extract", str(DEMO_CONFIG), "--mpi", "none", *overrides, cwd=demo_workspace)
+    refused = run_lwroi("fit", str(DEMO_CONFIG), "--mpi", "none", *overrides, cwd=demo_workspace, check=False)
+    assert refused.returncode == 2 and "responses folder not found" in refused.stderr
+
+
+def test_a_second_launch_on_a_busy_run_dir_is_refused_and_a_killed_one_blocks_nothing(demo_workspace,
+                                                                                       reference_run):
+    out = demo_workspace / "runs" / "concurrent"
+    args = ("run", str(DEMO_CONFIG), "--mpi", "none", "--set", "run.output_dir=runs/concurrent")
+    second = {}
+
+    def launch_second_then_kill_first(job) -> None:
+        second["proc"] = run_lwroi(*args, cwd=demo_workspace, check=False)
+        job.send_signal(signal.SIGKILL)
+
+    interrupt_when(lwroi_command(*args), demo_workspace, lambda: any((out / "running").rglob("*.json")),
+                   launch_second_then_kill_first, what="the first launch computing", settle=0)
+    refused = second["proc"]
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "another launch is already working on this run directory (launch " in refused.stderr
+    run_lwroi(*args, cwd=demo_workspace)  # the killed launch's lock died with it
+    assert_tables_equal(out, reference_run)
+    assert max(done_events(out).values()) == 1
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 MB tmpfs (mounting needs root, as CI has): a disk that can really fill up."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64M", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def test_a_full_disk_fails_the_unit_with_one_clear_line_and_a_rerun_resumes(demo_workspace, reference_run,
+                                                                          small_disk):
+    out = small_disk / "run"
+    args = ("run", str(DEMO_CONFIG), "--mpi", "none", "--set", f"run.output_dir={out}", "--set", "data.rois=[V1]",
+            "--set", "run.checkpoint_every=1")
+    filler = small_disk / "filler"
+
+    def fill_the_disk(job) -> None:
+        free = shutil.disk_usage(small_disk).free
+        with open(filler, "wb") as fh:  # leave 256 kB: room for a failure record, not for a checkpoint
+            fh.write(b"\0" * (free - 256 * 1024))
+
+    code, stderr = interrupt_when(lwroi_command(*args), demo_workspace,
+                                  lambda: any((out / "running" / "tune").rglob("*.json")), fill_the_disk,
+                                  what="tuning V1", settle=0)
+    assert code == 1, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    line = next(x for x in stderr.splitlines() if "failed: DiskFullError" in x)
+    assert re.search(rf"tune/sub01/V1 failed: DiskFullError: {re.escape(str(out))}/checkpoints/tune/sub01/V1.pt: "
+                     r"disk full \(about [\d.]+ MB needed, [\d.]+ MB free\)", line), line
+    status = run_lwroi("status", str(out), cwd=demo_workspace).stdout
+    assert re.search(r"tune\s+0\s+0\s+0\s+1", status), status  # recorded as failed, not pending
+
+    filler.unlink()
+    run_lwroi(*args, cwd=demo_workspace)
+    got, want = (pd.read_csv(p / "results.csv") for p in (out, reference_run))
+    pd.testing.assert_frame_equal(got, want[want["roi"] == "V1"].reset_index(drop=True), check_exact=False,
+                                  atol=1e-6, rtol=0)
 
 
 def test_corrupt_result_file_is_recomputed_not_reduced(demo_workspace, reference_run):
@@ -87,6 +163,8 @@ def test_read_only_verbs_trust_the_fingerprint_the_run_recorded(demo_workspace, 
     for path in [run / "run.json", *(run / "units").rglob("*.json")]:
         record = json.loads(path.read_text())
         record["fingerprint"] = "written-by-an-older-lwroi"
+        if "checksum" in record:  # a unit record: signed as that lwroi would have
+            record["checksum"] = record_checksum(record)
         path.write_text(json.dumps(record))
     for name in ("summary.csv", "results.csv"):
         (run / name).unlink()

@@ -13,7 +13,7 @@ from PIL import Image
 from tests.conftest import run_lwroi
 
 pytestmark = pytest.mark.slow
-FIGURES = ["layer_weights.png", "layer_contributions.png", "pcc.png", "learning_curves.png"]
+FIGURES = ["layer_profile.png", "layer_weights.png", "layer_contributions.png", "pcc.png", "learning_curves.png"]
 
 
 def chromium() -> str:
@@ -45,9 +45,17 @@ def test_report_page_and_figures_are_written(report):
     assert (report / "index.html").is_file()
     assert sorted(p.name for p in report.glob("*.png")) == sorted(FIGURES)
     page = (report / "index.html").read_text()
-    for heading in ("Layer weights per ROI", "Held-out accuracy per ROI", "Chosen hyper-parameters",
+    for heading in ("Layer profile per ROI", "Raw layer weights per ROI (not a profile)",
+                    "Layer contributions per ROI", "Held-out accuracy per ROI", "Chosen hyper-parameters",
                     "summary.csv", "results.csv", "untrained"):  # fmt: skip
         assert heading in page
+
+
+def test_layer_profile_is_the_headline_figure(report):
+    """The first figure on the page is the ROI x layer profile, before the raw weights and contributions."""
+    page = (report / "index.html").read_text()
+    images = re.findall(r"<img src='([^']+)'", page)
+    assert images[:3] == ["layer_profile.png", "layer_weights.png", "layer_contributions.png"]
 
 
 @pytest.mark.parametrize("name", FIGURES)
