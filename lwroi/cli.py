@@ -287,7 +287,7 @@ def _synth(args: argparse.Namespace) -> int:
     f = load_config(args.config).features
     model, info = load_model(f.model, weights=f.weights, seed=f.seed, weights_sha256=f.weights_sha256)
     extractor = LayerFeatureExtractor(model, resolve_layers(f.model, model, f.layers), image_size=f.image_size,
-                                      device="cpu")
+                                      resize=f.resize, device="cpu")
 
     def layer_features(paths: list[Path]) -> dict[str, np.ndarray]:
         return extract_video_features(paths, extractor, sampling=f.frame_sampling, count=f.frame_count,
@@ -296,8 +296,9 @@ def _synth(args: argparse.Namespace) -> int:
     truth = write_synthetic_dataset(
         args.out_dir, layer_features=layer_features, seed=args.seed, n_subjects=args.subjects,
         n_videos=args.videos, n_challenge=args.challenge,
-        features={"model": f.model, "weights": info, "image_size": f.image_size, "frame_sampling": f.frame_sampling,
-                  "frame_count": f.frame_count, "frame_stride": f.frame_stride, "config": str(args.config)},
+        features={"model": f.model, "weights": info, "image_size": f.image_size, "resize": f.resize,
+                  "frame_sampling": f.frame_sampling, "frame_count": f.frame_count, "frame_stride": f.frame_stride,
+                  "config": str(args.config)},
     )
     print(f"wrote synthetic dataset to {args.out_dir} ({len(truth['subjects'])} subjects, "
           f"{truth['n_videos']} + {truth['n_challenge']} videos); truth in {args.out_dir / 'ground_truth.json'}")
