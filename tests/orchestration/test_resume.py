@@ -3,7 +3,9 @@ and a changed config is refused."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import shutil
 import signal
@@ -85,9 +87,14 @@ def test_a_full_disk_fails_the_unit_with_one_clear_line_and_a_rerun_resumes(demo
     filler = small_disk / "filler"
 
     def fill_the_disk(job) -> None:
-        free = shutil.disk_usage(small_disk).free
-        with open(filler, "wb") as fh:  # leave 256 kB: room for a failure record, not for a checkpoint
-            fh.write(b"\0" * (free - 256 * 1024))
+        """Fill the disk to the last byte (the run writes beside us), then give back 256 kB: room for a
+        failure record, not for a checkpoint."""
+        block = b"\0" * 2**20
+        with open(filler, "wb", buffering=0) as fh:
+            with contextlib.suppress(OSError):
+                while True:
+                    fh.write(block)
+        os.truncate(filler, max(0, filler.stat().st_size - 256 * 1024))
 
     code, stderr = interrupt_when(lwroi_command(*args), demo_workspace,
                                   lambda: any((out / "running" / "tune").rglob("*.json")), fill_the_disk,
