@@ -31,7 +31,7 @@ PHASE_VERBS = {
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", type=Path, help="YAML config (see configs/ and the README's config reference)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config key, e.g. --set encoding.max_epochs=50 (repeatable)")
+                   help="override one config key, e.g. --set encoding.sgd.max_epochs=50 (repeatable)")
     p.add_argument("--shard", metavar="I/N", help="run only shard I of N of the plan (0-based; for array jobs)")
     p.add_argument("--mpi", choices=("auto", "mpi", "none"), default="auto",
                    help="auto: use MPI ranks when mpi4py is importable; none: one plain process (default: auto)")
@@ -208,8 +208,9 @@ def _report(run_dir: Path, out: Path | None) -> int:
 
 
 def _export(run_dir: Path, out: Path | None) -> int:
+    from lwroi.exceptions import IncompleteRunError
     from lwroi.orchestration.schedule import EXIT_INCOMPLETE
-    from lwroi.outputs.export import IncompleteRunError, collect_submission, write_submission
+    from lwroi.outputs.export import collect_submission, write_submission
 
     _, store, units = _plan_of(run_dir)
     try:
@@ -281,13 +282,11 @@ def _synth(args: argparse.Namespace) -> int:
 
     from lwroi.config import load_config
     from lwroi.data import write_synthetic_dataset
-    from lwroi.features import LayerFeatureExtractor, extract_video_features, load_model, resolve_layers
+    from lwroi.features import build_extractor, extract_video_features
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     f = load_config(args.config).features
-    model, info = load_model(f.model, weights=f.weights, seed=f.seed, weights_sha256=f.weights_sha256)
-    extractor = LayerFeatureExtractor(model, resolve_layers(f.model, model, f.layers), image_size=f.image_size,
-                                      resize=f.resize, device="cpu")
+    extractor, info = build_extractor(f, device="cpu")
 
     def layer_features(paths: list[Path]) -> dict[str, np.ndarray]:
         return extract_video_features(paths, extractor, sampling=f.frame_sampling, count=f.frame_count,

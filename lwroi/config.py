@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -53,7 +53,7 @@ class DataConfig:
     n_test: int = 100
     """Training videos held out for evaluation (fixed permutation, ``split_seed``)."""
     split_seed: int = 400
-    test_order: str = "sorted"
+    test_order: Literal["sorted", "permutation"] = "sorted"
     """Order of the held-out rows: ``sorted`` (video order) or ``permutation`` (the original's: the order
     of the seeded permutation, which decides its 16-row stopping batches and the 4 rows it drops)."""
     wb_affine: tuple[float, ...] = ()
@@ -67,7 +67,6 @@ class DataConfig:
         "n_train_videos": lambda v: _check(v >= 4, "must be >= 4"),
         "n_videos": lambda v: _check(v >= 0, "must be >= 0 (0: not checked)"),
         "n_test": lambda v: _check(v >= 2, "must be >= 2"),
-        "test_order": lambda v: _check(v in ("sorted", "permutation"), "must be one of: sorted, permutation"),
         "split_seed": _check_seed,
     }
 
@@ -84,24 +83,24 @@ class FeatureConfig:
     """Path to a local state-dict file, or ``random`` (then every output is marked as random-weight)."""
     weights_sha256: str = ""
     """Expected checksum of ``weights``; empty skips the check."""
-    frame_sampling: str = "count"
+    frame_sampling: Literal["count", "stride"] = "count"
     """``count``: ``frame_count`` evenly spaced frames; ``stride``: the original's every ``frame_stride``-th
     frame, 1-based (0-based k-1, 2k-1, ...: int(n / k) frames)."""
     frame_count: int = 16
     frame_stride: int = 4
     image_size: int = 224
-    resize: str = "square"
+    resize: Literal["square", "shorter"] = "square"
     """``square``: frames resized to image_size x image_size (antialiased, in torch); ``shorter``: the
     original's ``Resize(image_size)`` on a PIL image, shorter side to image_size, aspect kept."""
     batch_size: int = 64
     """Frames per forward pass (frames of several videos are batched together)."""
-    reduction: str = "srp"
+    reduction: Literal["srp", "pca", "none"] = "srp"
     """``srp`` (sparse random projection), ``pca`` (explained-variance ratio) or ``none``."""
-    reduce_layers: str = "conv"
+    reduce_layers: Literal["conv", "all"] = "conv"
     """Which layers are reduced: ``conv`` (original: fc layers kept whole) or ``all``."""
     srp_eps: float = 0.1
     pca_ratio: float = 0.98
-    test_scaler: str = "train"
+    test_scaler: Literal["train", "test"] = "train"
     """``train``: held-out rows are standardised with the training scaler; ``test``: original's own-scaler flaw."""
     scale_floor: bool = True
     """Floor each feature's std at 0.01 x the layer's median std before standardising (``false``: the original)."""
@@ -114,99 +113,187 @@ class FeatureConfig:
     """Feature store root; one sub-folder per (videos, feature settings) fingerprint, reused across runs."""
 
     _constraints: ClassVar[dict[str, Callable[[Any], str | None]]] = {
-        "frame_sampling": lambda v: _check(v in ("count", "stride"), "must be one of: count, stride"),
         "frame_count": lambda v: _check(v >= 1, "must be >= 1"),
         "frame_stride": lambda v: _check(v >= 1, "must be >= 1"),
         "image_size": lambda v: _check(v >= 32, "must be >= 32"),
         "batch_size": lambda v: _check(v >= 1, "must be >= 1"),
-        "reduction": lambda v: _check(v in ("srp", "pca", "none"), "must be one of: srp, pca, none"),
-        "reduce_layers": lambda v: _check(v in ("conv", "all"), "must be one of: conv, all"),
         "srp_eps": lambda v: _check(0 < v < 1, "must be in (0, 1)"),
         "pca_ratio": lambda v: _check(0 < v <= 1, "must be in (0, 1]"),
-        "test_scaler": lambda v: _check(v in ("train", "test"), "must be one of: train, test"),
-        "resize": lambda v: _check(v in ("square", "shorter"), "must be one of: square, shorter"),
         "seed": _check_seed,
     }
 
 
+PCCKind = Literal["pearson", "original"]
+"""The correlation used wherever a PCC is computed (``lwroi.encoding.metrics``)."""
+Contributions = Literal["clipped", "original"]
+"""How layer contributions turn per-layer scores into shares."""
+LayerScaling = Literal["balanced", "none"]
+"""How layer blocks are scaled before training."""
+
+
+@dataclass(frozen=True)
+class SolverOptions:
+    """A solver's own options: one frozen dataclass per solver, defaults and constraints written once.
+
+    A subclass names its solver (``solver``) and says what a run plan needs to know of it:
+    ``uses_grid`` (its wc and lay come from the CV grid search, the tune and select units) and
+    ``needs_validation`` (it stops early on validation rows, so a fit given none holds out
+    ``val_fraction`` of its training rows). Every field is converted and checked on construction
+    (its type, the choices of a ``Literal`` type, ``_constraints``), so an options object is
+    valid wherever it was made; the error names the option, its value and the solver.
+    The registry ``lwroi.encoding.SOLVERS`` pairs each class with its solve function; the
+    classes live here, left of ``lwroi.encoding``, because the config's ``encoding.<solver>``
+    sections are built from them (and torch-free code, such as the run plan, reads them).
+    """
+
+    solver: ClassVar[str] = ""
+    uses_grid: ClassVar[bool] = True
+    needs_validation: ClassVar[bool] = False
+    _constraints: ClassVar[dict[str, Callable[[Any], str | None]]] = {}
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            value = value.tolist() if hasattr(value, "tolist") else list(value) if isinstance(value, tuple) else value
+            where = f"{f.name} (an option of solver {self.solver!r})"
+            object.__setattr__(self, f.name, coerce_setting(type(self), f.name, value, where))
+
+
+@dataclass(frozen=True)
+class SGDOptions(SolverOptions):
+    """The ``sgd`` solver: the paper's loss minimised with Adam on minibatches, early stopping on validation rows."""
+
+    solver: ClassVar[str] = "sgd"
+    uses_grid: ClassVar[bool] = True
+    needs_validation: ClassVar[bool] = True
+
+    lr: float = 1e-4
+    """Adam learning rate."""
+    batch_size: int = 16
+    max_epochs: int = 500
+    patience: int = 30
+    """Epochs without improvement before a model stops."""
+    min_delta: float = 1e-3
+    """An epoch improves when its score is at least the best so far plus ``min_delta``."""
+    metric: Literal["pcc", "mse"] = "pcc"
+    """Early-stopping metric: ``pcc`` (mean voxel Pearson r) or ``mse``."""
+    val_pcc: Literal["full", "batch"] = "full"
+    """``full``: PCC over the whole validation set; ``batch``: original's mean over 16-sample batches."""
+    drop_last: bool = False
+    """Drop the last short training minibatch of each epoch (the original: floor(n / batch_size) steps)."""
+
+    _constraints: ClassVar[dict[str, Callable[[Any], str | None]]] = {
+        "lr": lambda v: _check(v > 0, "must be > 0"),
+        "batch_size": lambda v: _check(v >= 1, "must be >= 1"),
+        "max_epochs": lambda v: _check(v >= 1, "must be >= 1"),
+        "patience": lambda v: _check(v >= 1, "must be >= 1"),
+        "min_delta": lambda v: _check(v >= 0, "must be >= 0"),
+    }
+
+
+@dataclass(frozen=True)
+class KernelOptions(SolverOptions):
+    """The ``kernel`` solver: the model in dual form, layer weights and ridge strengths chosen by GCV.
+
+    It needs no (wc, lay) grid and no validation rows: everything is chosen inside the training rows.
+    """
+
+    solver: ClassVar[str] = "kernel"
+    uses_grid: ClassVar[bool] = False
+    needs_validation: ClassVar[bool] = False
+
+    alphas: tuple[float, ...] = tuple(10.0 ** (k / 2) for k in range(-6, 11))
+    """Ridge strengths (1e-3 to 1e5, 2 per decade), relative to the mean eigenvalue of the training kernel."""
+    search_steps: int = 16
+    """Candidate layer weightings of the fixed design (uniform, then Dirichlet draws)."""
+    refine_steps: int = 6
+    """Gradient steps on the layer weighting after the design (0: the design only)."""
+    search_voxels: int = 1000
+    """Voxels (evenly spread over the ROI) that score a candidate weighting; every voxel is fitted."""
+    memory_budget_mb: float = 1024.0
+    """Working memory beyond the inputs; sets the voxel batch size."""
+
+    _constraints: ClassVar[dict[str, Callable[[Any], str | None]]] = {
+        "alphas": lambda v: _check(len(v) > 0 and all(x > 0 for x in v), "must be a non-empty list of values > 0"),
+        "search_steps": lambda v: _check(v >= 1, "must be >= 1"),
+        "refine_steps": lambda v: _check(v >= 0, "must be >= 0"),
+        "search_voxels": lambda v: _check(v >= 1, "must be >= 1"),
+        "memory_budget_mb": lambda v: _check(v > 0, "must be > 0"),
+    }
+
+
+MOVED_SETTINGS = {
+    **{name: ("sgd", name) for name in ("lr", "batch_size", "max_epochs", "patience", "min_delta", "metric",
+                                        "val_pcc", "drop_last")},
+    "kernel_alphas": ("kernel", "alphas"),
+    "kernel_search_steps": ("kernel", "search_steps"),
+    "kernel_refine_steps": ("kernel", "refine_steps"),
+    "kernel_search_voxels": ("kernel", "search_voxels"),
+    "memory_budget_mb": ("kernel", "memory_budget_mb"),
+}
+"""Flat ``encoding`` keys of lwroi before issue 11 -> (solver section, option). A config that uses one
+is refused with the new key; a run record that holds them (``run.json``) is read in the new shape,
+and the fingerprint is computed in the old one, so runs made before keep their fingerprint."""
+
+
 @dataclass(frozen=True)
 class EncodingConfig:
-    """The layer-weighted model, its solver, and the hyper-parameter search."""
+    """The layer-weighted model, its solver, and the hyper-parameter search.
 
-    solver: str = "sgd"
+    The options of each solver are a sub-section named after it (``encoding.sgd``, ``encoding.kernel``);
+    only the one ``solver`` names is used (and enters the fingerprint).
+    """
+
+    solver: Literal["sgd", "kernel"] = "sgd"
     """``sgd``: the paper's loss trained with Adam over the (wc, lay) grid; ``kernel``: the same model
     in dual form, layer weights and per-voxel ridge strengths chosen by GCV inside the training
     rows (no wc/lay grid, so no tune/select phase)."""
+    sgd: SGDOptions = field(default_factory=SGDOptions)
+    kernel: KernelOptions = field(default_factory=KernelOptions)
     wc: tuple[float, ...] = (1.0, 10.0, 100.0)
     """Grid of the per-voxel RMS (group) penalty weight on W (original ``-wc``)."""
     lay: tuple[float, ...] = (0.1, 1.0, 10.0)
     """Grid of the L1 penalty weight on the layer weights (original ``-lay``)."""
     folds: int = 2
     tune_subjects: tuple[str, ...] = ("sub01",)
-    metric: str = "pcc"
-    """Early-stopping and selection metric: ``pcc`` (mean voxel Pearson r) or ``mse``."""
-    lr: float = 1e-4
-    batch_size: int = 16
-    max_epochs: int = 500
-    patience: int = 30
-    min_delta: float = 1e-3
     val_fraction: float = 0.1
     """Inner validation split of the training videos used for early stopping in the final fit."""
-    early_stopping_on: str = "inner"
+    early_stopping_on: Literal["inner", "test"] = "inner"
     """``inner`` (validation split of training data) or ``test`` (original's optimistic flaw)."""
-    val_pcc: str = "full"
-    """``full``: PCC over the whole validation set; ``batch``: original's mean over 16-sample batches."""
-    pcc: str = "pearson"
+    pcc: PCCKind = "pearson"
     """``pearson``: plain Pearson r; ``original``: the original's r * n / (n - 1) (covariance over n - 1, stds
     with ddof 0 plus 1e-8), used wherever a PCC is computed: stopping, tuning, scores, contributions."""
-    drop_last: bool = False
-    """Drop the last short training minibatch of each epoch (the original: floor(n / batch_size) steps)."""
-    fold_split: str = "shuffled"
+    fold_split: Literal["shuffled", "contiguous"] = "shuffled"
     """CV folds of the tuning: ``shuffled`` (seeded) or ``contiguous`` (the original's ``KFold(shuffle=False)``)."""
-    contributions: str = "clipped"
+    contributions: Contributions = "clipped"
     """Layer contributions: ``clipped`` (negative r counts 0, shares in [0, 1]) or ``original`` (r / sum r)."""
-    layer_scaling: str = "balanced"
+    layer_scaling: LayerScaling = "balanced"
     """``balanced``: each layer's features are divided by sqrt(its dimension), so a layer weight measures
     the layer's share of the prediction, not its feature count; ``none``: original scaling."""
     seed: int = 0
-    kernel_alphas: tuple[float, ...] = tuple(10.0 ** (k / 2) for k in range(-6, 11))
-    """Ridge strengths of the kernel solver, relative to the mean eigenvalue of the training kernel."""
-    kernel_search_steps: int = 16
-    """Candidate layer weightings of the kernel solver's fixed design (uniform, then Dirichlet draws)."""
-    kernel_refine_steps: int = 6
-    """Gradient steps on the layer weighting after the design (0: the design only)."""
-    kernel_search_voxels: int = 1000
-    """Voxels (evenly spread over the ROI) that score a candidate weighting; every voxel is fitted."""
-    memory_budget_mb: float = 1024.0
-    """Working memory of the kernel solver beyond its inputs; sets its voxel batch size."""
 
+    _moved: ClassVar[dict[str, tuple[str, str]]] = MOVED_SETTINGS
     _constraints: ClassVar[dict[str, Callable[[Any], str | None]]] = {
-        "solver": lambda v: _check(v in ("sgd", "kernel"), "must be one of: sgd, kernel"),
-        "kernel_alphas": lambda v: _check(len(v) > 0 and all(x > 0 for x in v),
-                                          "must be a non-empty list of values > 0"),
-        "kernel_search_steps": lambda v: _check(v >= 1, "must be >= 1"),
-        "kernel_refine_steps": lambda v: _check(v >= 0, "must be >= 0"),
-        "kernel_search_voxels": lambda v: _check(v >= 1, "must be >= 1"),
-        "memory_budget_mb": lambda v: _check(v >= 1, "must be >= 1"),
         "wc": lambda v: _check(len(v) > 0 and all(x >= 0 for x in v), "must be a non-empty list of values >= 0"),
         "lay": lambda v: _check(len(v) > 0 and all(x >= 0 for x in v), "must be a non-empty list of values >= 0"),
         "folds": lambda v: _check(v >= 2, "must be >= 2"),
         "tune_subjects": lambda v: _check(len(v) > 0, "must be a non-empty list"),
-        "metric": lambda v: _check(v in ("pcc", "mse"), "must be one of: pcc, mse"),
-        "lr": lambda v: _check(v > 0, "must be > 0"),
-        "batch_size": lambda v: _check(v >= 1, "must be >= 1"),
-        "max_epochs": lambda v: _check(v >= 1, "must be >= 1"),
-        "patience": lambda v: _check(v >= 1, "must be >= 1"),
-        "min_delta": lambda v: _check(v >= 0, "must be >= 0"),
         "val_fraction": lambda v: _check(0 < v < 0.5, "must be in (0, 0.5)"),
-        "early_stopping_on": lambda v: _check(v in ("inner", "test"), "must be one of: inner, test"),
-        "val_pcc": lambda v: _check(v in ("full", "batch"), "must be one of: full, batch"),
-        "layer_scaling": lambda v: _check(v in ("balanced", "none"), "must be one of: balanced, none"),
-        "pcc": lambda v: _check(v in ("pearson", "original"), "must be one of: pearson, original"),
-        "fold_split": lambda v: _check(v in ("shuffled", "contiguous"), "must be one of: shuffled, contiguous"),
-        "contributions": lambda v: _check(v in ("clipped", "original"), "must be one of: clipped, original"),
         "seed": _check_seed,
     }
+
+    @property
+    def options(self) -> SolverOptions:
+        """The options of the solver in use (``encoding.<solver>``)."""
+        return getattr(self, self.solver)
+
+
+GRID_SETTINGS = ("wc", "lay", "folds", "tune_subjects", "fold_split")
+"""Encoding keys of the (wc, lay) grid search, read only by a solver that ``uses_grid``."""
+
+VALIDATION_SETTINGS = ("val_fraction",)
+"""Encoding keys read only by a solver that ``needs_validation``."""
+
 
 
 @dataclass(frozen=True)
@@ -252,7 +339,7 @@ class Config:
 
     def fingerprint(self) -> str:
         """Stable hash of the settings that decide results (see :func:`result_settings`)."""
-        return stable_hash(result_settings(self.to_dict()))
+        return stable_hash(_flat_encoding(result_settings(self.to_dict())))
 
 
 SECTIONS: dict[str, type] = {
@@ -270,23 +357,20 @@ COMPAT_SETTINGS = {
     ("features", "scale_floor"): False,
     ("features", "restandardize"): True,
     ("encoding", "early_stopping_on"): "test",
-    ("encoding", "val_pcc"): "batch",
+    ("encoding", "sgd", "val_pcc"): "batch",
     ("encoding", "layer_scaling"): "none",
     ("encoding", "pcc"): "original",
-    ("encoding", "drop_last"): True,
+    ("encoding", "sgd", "drop_last"): True,
     ("encoding", "fold_split"): "contiguous",
     ("encoding", "contributions"): "original",
 }
-"""What ``compat: true`` switches back to the original implementation's behaviour."""
+"""What ``compat: true`` switches back to the original implementation's behaviour (key path -> value)."""
 
-
-SOLVER_ONLY_SETTINGS: dict[str, tuple[str, ...]] = {
-    "sgd": ("wc", "lay", "folds", "tune_subjects", "fold_split", "metric", "lr", "batch_size", "max_epochs",
-            "patience", "min_delta", "val_fraction", "val_pcc", "drop_last"),
-    "kernel": ("kernel_alphas", "kernel_search_steps", "kernel_refine_steps", "kernel_search_voxels",
-               "memory_budget_mb"),
+SOLVER_SECTIONS: dict[str, type[SolverOptions]] = {
+    f.name: hint for f, hint in ((f, get_type_hints(EncodingConfig)[f.name]) for f in fields(EncodingConfig))
+    if isinstance(hint, type) and issubclass(hint, SolverOptions)
 }
-"""Encoding keys only one solver reads (the kernel solver has no grid search, epochs or inner split)."""
+"""The ``encoding`` sub-sections of solver options, by solver name: ``{"sgd": SGDOptions, "kernel": KernelOptions}``."""
 
 NOT_RESULT_SETTINGS = (("data", "subjects"), ("data", "rois"), ("data", "n_videos"), ("features", "store_dir"))
 """Settings that decide no unit's result: each unit's key names its subject and ROI (so a run may add
@@ -297,18 +381,61 @@ def result_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """The part of a config dict (:meth:`Config.to_dict`, or the copy in a run's ``run.json``) that decides results.
 
     Leaves out the ``run`` section (where and how a run goes), :data:`NOT_RESULT_SETTINGS` and the
-    encoding keys of the solver not in use (:data:`SOLVER_ONLY_SETTINGS`), so changing them neither
-    changes :meth:`Config.fingerprint` nor has a run directory refuse the config.
+    encoding settings the solver in use does not read: the other solvers' sections, the grid keys
+    (:data:`GRID_SETTINGS`) unless it ``uses_grid``, :data:`VALIDATION_SETTINGS` unless it
+    ``needs_validation``; so changing them neither changes :meth:`Config.fingerprint` nor has a run
+    directory refuse the config. The flat keys of a run recorded before issue 11
+    (:data:`MOVED_SETTINGS`) are moved into their solver's section.
     """
     kept = {name: dict(settings.get(name, {})) for name in ("data", "features", "encoding")}
     for section, key in NOT_RESULT_SETTINGS:
         kept[section].pop(key, None)
-    solver = kept["encoding"].get("solver")
-    for other, keys in SOLVER_ONLY_SETTINGS.items():
-        if other != solver:
-            for key in keys:
-                kept["encoding"].pop(key, None)
+    encoding = kept["encoding"]
+    for name in SOLVER_SECTIONS:
+        encoding[name] = dict(encoding.get(name, {}))
+    _move_flat_encoding_keys(encoding)
+    options = SOLVER_SECTIONS.get(encoding.get("solver"))
+    for name in SOLVER_SECTIONS:
+        if options is None or name != options.solver:
+            encoding.pop(name)
+    if options is not None:
+        unread = [*(() if options.uses_grid else GRID_SETTINGS),
+                  *(() if options.needs_validation else VALIDATION_SETTINGS)]
+        for key in unread:
+            encoding.pop(key, None)
     return kept
+
+
+def upgrade_settings(raw: dict[str, Any]) -> dict[str, Any]:
+    """A config dict lwroi wrote before solver sections existed (a run directory's ``config.yaml``) in today's shape.
+
+    Only for files lwroi itself wrote: a user's config with the old keys is refused with the new
+    key instead, so nobody's settings are silently reinterpreted.
+    """
+    raw = {**raw, "encoding": dict(raw.get("encoding") or {})}
+    _move_flat_encoding_keys(raw["encoding"])
+    return raw
+
+
+def _move_flat_encoding_keys(encoding: dict[str, Any]) -> None:
+    """Move the flat keys of :data:`MOVED_SETTINGS` into their solver's section, in place."""
+    for old, (name, option) in MOVED_SETTINGS.items():
+        if old in encoding:
+            encoding.setdefault(name, {})
+            encoding[name] = {**encoding[name], option: encoding.pop(old)}
+
+
+def _flat_encoding(settings: dict[str, Any]) -> dict[str, Any]:
+    """:func:`result_settings` with the solver's section spelled as the flat keys of lwroi before issue 11.
+
+    What :meth:`Config.fingerprint` hashes, so runs, records and checkpoints made before keep their fingerprint.
+    """
+    encoding = dict(settings["encoding"])
+    old_key = {new: old for old, new in MOVED_SETTINGS.items()}
+    for name in SOLVER_SECTIONS:
+        for option, value in encoding.pop(name, {}).items():
+            encoding[old_key.get((name, option), f"{name}.{option}")] = value
+    return {**settings, "encoding": encoding}
 
 
 def stable_hash(obj: Any) -> str:
@@ -344,6 +471,11 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
         return tuple(_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
     if origin is Union:
         raise AssertionError("unions are not used in config dataclasses")
+    if origin is Literal:
+        choices = get_args(typ)
+        if isinstance(value, str) and value in choices:
+            return value
+        raise ConfigError(f"{where} = {value!r}: must be one of: {', '.join(choices)}")
     if typ is bool:
         if isinstance(value, bool):
             return value
@@ -384,30 +516,59 @@ def _build_section(cls: type, raw: Any, source: str, name: str) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: '{name}' = {raw!r}: expected a mapping of keys")
     types = _section_fields(cls)
+    moved = [key for key in raw if key in getattr(cls, "_moved", {})]
+    if moved:
+        section, option = cls._moved[moved[0]]
+        raise ConfigError(f"{source}: '{name}.{moved[0]}' has moved to '{name}.{section}.{option}' (each solver's "
+                          f"options have their own sub-section of '{name}')")
     unknown = sorted(set(raw) - set(types))
     if unknown:
         valid = ", ".join(types)
         raise ConfigError(f"{source}: unknown key '{name}.{unknown[0]}'; valid keys of '{name}': {valid}")
-    values = {}
-    for key, value in raw.items():
-        where = f"{source}: {name}.{key}"
-        values[key] = _coerce(value, types[key], where)
-        check = cls._constraints.get(key)
-        problem = check(values[key]) if check else None
-        if problem:
-            shown = list(values[key]) if isinstance(values[key], tuple) else values[key]
-            raise ConfigError(f"{where} = {shown!r}: {problem}")
+    values = {key: _build_section(types[key], value, source, f"{name}.{key}") if dataclasses.is_dataclass(types[key])
+              else coerce_setting(cls, key, value, f"{source}: {name}.{key}") for key, value in raw.items()}
     return cls(**values)
 
 
+def coerce_setting(cls: type, key: str, value: Any, where: str, *, text: bool = False) -> Any:
+    """``value`` as field ``key`` of the settings dataclass ``cls``, typed and checked.
+
+    Converted to the field's type, then checked against ``cls._constraints`` (when it has them).
+    ``text=True``: the value was read as text (a site file), so an integer field takes a string of
+    digits; list fields take a list of such strings.
+
+    Raises
+    ------
+    ConfigError
+        The value has the wrong type or range; the message starts with ``where``.
+    """
+    typ = _section_fields(cls)[key]
+    if text:
+        item = get_args(typ)[0] if get_origin(typ) is tuple else typ
+        if item is int:
+            value = [_int_text(v) for v in value] if isinstance(value, list) else _int_text(value)
+    value = _coerce(value, typ, where)
+    check = getattr(cls, "_constraints", {}).get(key)
+    problem = check(value) if check else None
+    if problem:
+        shown = list(value) if isinstance(value, tuple) else value
+        raise ConfigError(f"{where} = {shown!r}: {problem}")
+    return value
+
+
+def _int_text(value: Any) -> Any:
+    """A string of digits as an int; anything else unchanged (for :func:`_coerce` to refuse)."""
+    return int(value) if isinstance(value, str) and re.fullmatch(r"[+-]?[0-9]+", value.strip()) else value
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """Split ``section.key=value`` into a key path and a YAML-parsed value."""
+    """Split ``section.key=value`` (or ``section.sub.key=value``) into a key path and a YAML-parsed value."""
     if "=" not in text:
         raise ConfigError(f"--set {text!r}: expected section.key=value")
     key, _, raw = text.partition("=")
     path = key.strip().split(".")
-    if len(path) not in (1, 2) or not all(path):
-        raise ConfigError(f"--set {text!r}: key must be 'section.key' (or 'compat')")
+    if len(path) > 3 or not all(path):
+        raise ConfigError(f"--set {text!r}: key must be 'section.key', 'section.sub.key' or 'compat'")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
@@ -424,13 +585,12 @@ def config_from_dict(raw: Any, source: str = "<dict>", overrides: list[str] | tu
     raw = json.loads(json.dumps(raw, default=str)) if raw else {}
     for text in overrides:
         path, value = parse_override(text)
-        if len(path) == 1:
-            raw[path[0]] = value
-        else:
-            section = raw.setdefault(path[0], {})
-            if not isinstance(section, dict):
-                raise ConfigError(f"--set {text!r}: '{path[0]}' is not a section")
-            section[path[1]] = value
+        parent = raw
+        for depth, part in enumerate(path[:-1]):
+            parent = parent.setdefault(part, {})
+            if not isinstance(parent, dict):
+                raise ConfigError(f"--set {text!r}: '{'.'.join(path[: depth + 1])}' is not a section")
+        parent[path[-1]] = value
     valid = [*SECTIONS, "compat"]
     unknown = sorted(set(raw) - set(valid))
     if unknown:
@@ -439,10 +599,15 @@ def config_from_dict(raw: Any, source: str = "<dict>", overrides: list[str] | tu
     if not isinstance(compat, bool):
         raise ConfigError(f"{source}: compat = {compat!r}: expected true or false")
     if compat:
-        for (section, key), value in COMPAT_SETTINGS.items():
-            sec = raw.setdefault(section, {}) or {}
-            raw[section] = sec
-            sec.setdefault(key, value)
+        for path, value in COMPAT_SETTINGS.items():
+            parent = raw
+            for part in path[:-1]:
+                parent[part] = parent.get(part) or {}
+                parent = parent[part]
+                if not isinstance(parent, dict):
+                    break  # the section's own check names the bad value
+            else:
+                parent.setdefault(path[-1], value)
     sections = {name: _build_section(cls, raw.get(name), source, name) for name, cls in SECTIONS.items()}
     cfg = Config(**sections, source=source)
     _check_cross(cfg)

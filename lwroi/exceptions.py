@@ -19,8 +19,16 @@ class UnsafePickleError(LwroiError, ValueError):
     """A pickle asked to import or call something other than numpy arrays and plain containers."""
 
 
-class IncompleteResultsError(LwroiError, RuntimeError):
-    """A reduction found units that have no valid result yet."""
+class DeviceError(LwroiError, ValueError):
+    """A device spec is malformed, or names a GPU this process cannot see."""
+
+
+class IncompleteRunError(LwroiError):
+    """Fit units are missing or failed, so no complete submission can be written."""
+
+    def __init__(self, missing: list[str]) -> None:
+        super().__init__(f"{len(missing)} fit unit(s) missing or failed: {', '.join(missing)}")
+        self.missing = missing
 
 
 class ConfigMismatchError(LwroiError, RuntimeError):

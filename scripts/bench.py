@@ -188,6 +188,7 @@ def _work_original(folder: Path, args: argparse.Namespace) -> dict:
 def _work_sgd(folder: Path, args: argparse.Namespace) -> dict:
     import torch
 
+    from lwroi.config import SGDOptions
     from lwroi.data.splits import kfold_splits
     from lwroi.encoding import LayerWeightedEncoder, solve_sgd, stack_layer_features
 
@@ -199,15 +200,15 @@ def _work_sgd(folder: Path, args: argparse.Namespace) -> dict:
     timings = {}
     for label, chosen in (("one", models[2:3]), ("grid", models)):
         kwargs = {"train_idx": [splits[f][0] for _, _, f in chosen], "val_idx": [splits[f][1] for _, _, f in chosen],
-                  "wc": [m[0] for m in chosen], "lay": [m[1] for m in chosen], "seed": [(SEED, m[2]) for m in chosen],
-                  "max_epochs": args.epochs, "patience": 10**6}  # fmt: skip
-        solve_sgd(*inputs, **{**kwargs, "max_epochs": 1})  # warm-up
+                  "wc": [m[0] for m in chosen], "lay": [m[1] for m in chosen], "seed": [(SEED, m[2]) for m in chosen]}
+        solve_sgd(*inputs, options=SGDOptions(max_epochs=1, patience=10**6), **kwargs)  # warm-up
         start = time.perf_counter()
-        solve_sgd(*inputs, **kwargs)
+        solve_sgd(*inputs, options=SGDOptions(max_epochs=args.epochs, patience=10**6), **kwargs)
         seconds = time.perf_counter() - start
         timings[label] = len(chosen) * args.epochs / seconds
     start = time.perf_counter()
-    model = LayerWeightedEncoder(wc=1.0, lay=0.1, lr=1e-3, max_epochs=args.sgd_fit_epochs, patience=10, device="cpu")
+    model = LayerWeightedEncoder(wc=1.0, lay=0.1, solver_params={"lr": 1e-3, "max_epochs": args.sgd_fit_epochs,
+                                                                 "patience": 10}, device="cpu")
     model.fit(X_train, Y_train)
     fit_s = time.perf_counter() - start
     return {"model_epochs_per_s_one": timings["one"], "model_epochs_per_s": timings["grid"], "fit_s": fit_s,
@@ -216,22 +217,22 @@ def _work_sgd(folder: Path, args: argparse.Namespace) -> dict:
 
 def _work_kernel(folder: Path, args: argparse.Namespace) -> dict:
     from lwroi.encoding import LayerWeightedEncoder
-    from lwroi.encoding._kernel import clear_kernel_cache
 
     store, responses = load_data(folder)
     out: dict = {}
+    workspace: dict = {}  # kept between fits, as a rank's runner keeps it between units
     # Per-fit time and held-out PCC of the ROIs himalaya also fits: the Gram matrices are computed
     # beforehand (himalaya gets precomputed kernels), no eigendecomposition is cached.
     X_train, X_test = store.load("train"), store.load("test")
     start = time.perf_counter()
-    warm = LayerWeightedEncoder(solver="kernel", search_steps=1, refine_steps=0, device="cpu")
-    warm.fit(X_train, responses["sub01/V1"][:N_TRAIN, :2])
+    warm = LayerWeightedEncoder(solver="kernel", solver_params={"search_steps": 1, "refine_steps": 0}, device="cpu")
+    warm.fit(X_train, responses["sub01/V1"][:N_TRAIN, :2], workspace=workspace)
     out["grams_s"] = time.perf_counter() - start
     for roi in args.peer_rois:
         Y = responses[f"sub01/{roi}"]
-        clear_kernel_cache(grams=False)
+        workspace["kernel"].clear(grams=False)
         start = time.perf_counter()
-        model = LayerWeightedEncoder(solver="kernel", device="cpu").fit(X_train, Y[:N_TRAIN])
+        model = LayerWeightedEncoder(solver="kernel", device="cpu").fit(X_train, Y[:N_TRAIN], workspace=workspace)
         out[f"fit_s_{roi}"] = time.perf_counter() - start
         out[f"pcc_{roi}"] = model.score(X_test, Y[N_TRAIN:])
     # The paper's pipeline from the feature store, as `lwroi run` does it with solver: kernel: features
@@ -244,7 +245,8 @@ def _work_kernel(folder: Path, args: argparse.Namespace) -> dict:
         for roi in ROIS:
             Y = responses[f"sub{s + 1:02d}/{roi}"]
             X_train, X_test = store.load("train"), store.load("test")
-            model = LayerWeightedEncoder(solver="kernel", device="cpu", random_state=s).fit(X_train, Y[:N_TRAIN])
+            model = LayerWeightedEncoder(solver="kernel", device="cpu", random_state=s)
+            model.fit(X_train, Y[:N_TRAIN], workspace=workspace)
             pccs.append(float(model.score_voxels(X_test, Y[N_TRAIN:]).mean()))
             model.predict([x[::-1] for x in X_test])  # challenge-sized rows of their own, as the pipeline predicts
             model.layer_contributions(X_test, Y[N_TRAIN:])
@@ -272,8 +274,8 @@ def _work_himalaya(folder: Path, args: argparse.Namespace) -> dict:
     from himalaya.backend import set_backend
     from himalaya.kernel_ridge import MultipleKernelRidgeCV
 
+    from lwroi.config import KernelOptions
     from lwroi.encoding import stack_layer_features
-    from lwroi.encoding._kernel import DEFAULT_ALPHAS
     from lwroi.encoding.metrics import pearson_r_columns
 
     set_backend("torch")
@@ -289,7 +291,7 @@ def _work_himalaya(folder: Path, args: argparse.Namespace) -> dict:
         Y = responses[f"sub01/{roi}"]
         model = MultipleKernelRidgeCV(kernels="precomputed", solver="random_search", fit_intercept=True, cv=5,
                                       random_state=SEED,
-                                      solver_params={"n_iter": 24, "alphas": np.asarray(DEFAULT_ALPHAS),
+                                      solver_params={"n_iter": 24, "alphas": np.asarray(KernelOptions().alphas),
                                                      "progress_bar": False})  # fmt: skip
         start = time.perf_counter()
         model.fit(grams[:, :N_TRAIN], Y[:N_TRAIN])
@@ -303,7 +305,7 @@ def _work_extract(folder: Path, args: argparse.Namespace) -> dict:
     import torch
 
     from lwroi.data import make_video_frames, write_video
-    from lwroi.features.extract import ALEXNET_LAYERS, LayerFeatureExtractor, extract_video_features, load_model
+    from lwroi.features import ALEXNET_LAYERS, LayerFeatureExtractor, extract_video_features, load_model
     from lwroi.features.video import read_video_frames
 
     rng = np.random.default_rng(SEED)

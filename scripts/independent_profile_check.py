@@ -2,8 +2,8 @@
 
 A second generator, deliberately unlike lwroi.data.synthetic: each layer's signal is a random
 combination of that layer's top 8 principal components (of the stored, reduced training
-features), the layers' signals of a voxel are made exactly uncorrelated by a symmetric (Loewdin)
-orthogonalisation, so no layer order is favoured, and mixed with planted shares; voxel gains are
+features), z-scored on the training rows and mixed with planted shares (the square roots of the
+shares weight the z-scored signals); voxel gains are
 log-normal, offsets N(0, 1), noise sd 0.6. Both solvers are fitted on the store's training rows
 (sgd with tests/science.yaml's settings) and their ``layer_profile`` is compared with the shares:
 
@@ -25,7 +25,8 @@ from lwroi.features import open_feature_store
 
 SHAPES = {"early": [8, 4, 2, 1], "mid": [1, 4, 4, 1], "late": [1, 2, 4, 8], "two-layer": [1, 0, 0, 1],
           "flat": [1, 1, 1, 1]}
-SOLVERS = {"kernel": {}, "sgd": {"lr": 3e-3, "max_epochs": 30, "patience": 30, "val_fraction": 0.2}}
+SOLVERS = {"kernel": {},
+           "sgd": {"solver_params": {"lr": 3e-3, "max_epochs": 30, "patience": 30}, "val_fraction": 0.2}}
 N_COMPONENTS, N_VOXELS, NOISE_SD = 8, 40, 0.6
 
 
@@ -35,17 +36,23 @@ def leading_components(x: np.ndarray, k: int) -> np.ndarray:
     return vt[:k].T
 
 
+def linear_cka(a: np.ndarray, b: np.ndarray) -> float:
+    """Linear centred kernel alignment of two row-matched feature blocks (Kornblith et al. 2019).
+
+    Near 1, the two layers carry nearly the same information about the rows, and no fit can
+    tell which of them a signal came from: the limit of any layer profile on these features.
+    """
+    ka, kb = ((x - x.mean(0)) @ (x - x.mean(0)).T for x in (a, b))
+    return float((ka * kb).sum() / np.sqrt((ka * ka).sum() * (kb * kb).sum()))
+
+
 def plant(X: list[np.ndarray], n_train: int, shares: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Responses (n_rows, N_VOXELS) whose signal takes ``shares`` of its variance from each layer."""
     Z = np.stack([x @ leading_components(x[:n_train], N_COMPONENTS) @ rng.standard_normal((N_COMPONENTS, N_VOXELS))
                   for x in X])
-    Z = (Z - Z.mean(1, keepdims=True)) / Z.std(1, keepdims=True)
-    for v in range(N_VOXELS):  # symmetric orthogonalisation of the voxel's layer signals
-        M = Z[:, :, v].T
-        w, Q = np.linalg.eigh(M.T @ M / len(M))
-        Z[:, :, v] = (M @ Q @ np.diag(w**-0.5) @ Q.T).T
+    Z = (Z - Z[:, :n_train].mean(1, keepdims=True)) / Z[:, :n_train].std(1, keepdims=True)
     signal = np.einsum("l,lnv->nv", np.sqrt(shares), Z)
-    signal /= signal.std(0)
+    signal /= signal[:n_train].std(0)
     gain, offset = np.exp(rng.normal(0, 0.3, N_VOXELS)), rng.normal(0, 1, N_VOXELS)
     return gain * signal + offset + rng.normal(0, NOISE_SD, signal.shape)
 
@@ -55,6 +62,9 @@ def main() -> int:
     rng = np.random.default_rng(int(sys.argv[2]) if len(sys.argv) > 2 else 0)
     X_train, X_test = store.load("train"), store.load("test")
     n_train = len(X_train[0])
+    print("linear CKA between layers (training rows):")
+    for a in X_train:
+        print("  " + " ".join(f"{linear_cka(a, b):.2f}" for b in X_train))
     X = [np.concatenate([a, b]) for a, b in zip(X_train, X_test, strict=True)]
     for shape, raw in SHAPES.items():
         shares = np.asarray(raw, float) / sum(raw)

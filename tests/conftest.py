@@ -1,8 +1,10 @@
-"""Shared fixtures: one synthetic dataset in the real Algonauts layout, built once per test session.
+"""Shared fixtures: synthetic datasets in the real Algonauts layout, each built once per test session.
 
-The dataset is written by the real ``lwroi synth`` (real mp4 files, real pickles, planted
-layer profiles), and its feature store is shared by every run in the session, as runs on a
-cluster share one.
+The datasets are written by the real ``lwroi synth`` (real mp4 files, real pickles, planted
+layer profiles), and each one's feature store is shared by every run on it, as runs on a
+cluster share one. The tests of orchestration, resume, MPI, export and the cluster path check
+bookkeeping and table equality, not science: they run the tiny config (``tiny_workspace``,
+``tiny_run``; tests/tiny.yaml). Only tests/test_science.py runs a full-size dataset (its own).
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO / "configs" / "demo.yaml"
+TINY_CONFIG = REPO / "tests" / "tiny.yaml"
+TINY_SYNTH = ("--subjects", "2", "--videos", "40", "--challenge", "4")
+"""``lwroi synth`` options of the tiny dataset: what tests/tiny.yaml's data section says it holds."""
 
 
 def lwroi_command(*args: str) -> list[str]:
@@ -94,20 +99,16 @@ def rng() -> np.random.Generator:
 
 
 @pytest.fixture(scope="session")
-def demo_workspace(tmp_path_factory) -> Path:
-    """A folder with the synthetic demo dataset at ``data/demo`` and a shared ``feature_store``."""
-    root = tmp_path_factory.mktemp("demo")
-    run_lwroi("synth", "data/demo", "--config", str(DEMO_CONFIG), cwd=root)
+def tiny_workspace(tmp_path_factory) -> Path:
+    """A folder with the tiny synthetic dataset at ``data/tiny`` (2 subjects, 40 + 4 videos) and a shared
+    ``feature_store``."""
+    root = tmp_path_factory.mktemp("tiny")
+    run_lwroi("synth", "data/tiny", *TINY_SYNTH, "--config", str(TINY_CONFIG), cwd=root)
     return root
 
 
 @pytest.fixture(scope="session")
-def ground_truth(demo_workspace) -> dict:
-    return json.loads((demo_workspace / "data" / "demo" / "ground_truth.json").read_text())
-
-
-@pytest.fixture(scope="session")
-def reference_run(demo_workspace) -> Path:
-    """The demo config run as one plain process (no MPI): the reference every other launch must match."""
-    run_lwroi("run", str(DEMO_CONFIG), "--mpi", "none", "--set", "run.output_dir=runs/plain", cwd=demo_workspace)
-    return demo_workspace / "runs" / "plain"
+def tiny_run(tiny_workspace) -> Path:
+    """The tiny config run as one plain process (no MPI): the reference every other launch must match."""
+    run_lwroi("run", str(TINY_CONFIG), "--mpi", "none", "--set", "run.output_dir=runs/plain", cwd=tiny_workspace)
+    return tiny_workspace / "runs" / "plain"

@@ -52,3 +52,19 @@ def test_data_layer_imports_without_torch_or_mpi():
     code = "import sys, lwroi.data, lwroi.config; print(sorted({'torch', 'mpi4py'} & set(sys.modules)))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "[]"
+
+
+ENVIRONMENT_READERS = {"orchestration/environment.py", "cli.py"}
+"""The launch environment is read in one module; the CLI hands ``os.environ`` to the site file's reader."""
+
+
+def test_only_the_environment_module_reads_environment_variables():
+    readers = set()
+    for path in MODULES:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv", "environb"):
+                readers.add(str(path.relative_to(PACKAGE)))
+            elif isinstance(node, ast.ImportFrom) and node.module == "os":
+                if {a.name for a in node.names} & {"environ", "getenv", "environb"}:
+                    readers.add(str(path.relative_to(PACKAGE)))
+    assert readers <= ENVIRONMENT_READERS, f"read the environment in orchestration/environment.py: {readers}"

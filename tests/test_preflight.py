@@ -55,7 +55,8 @@ def work(tmp_path, pristine, monkeypatch) -> Path:
 data: {{root: data, subjects: [{", ".join(SUBJECTS)}], rois: [V1, V2, WB], n_train_videos: {N_TRAIN}, n_test: {N_TEST},
        n_videos: {N_TRAIN + N_CHALLENGE}}}
 features: {{model: alexnet, weights: random, image_size: 64, frame_count: 2, batch_size: 8, reduction: none}}
-encoding: {{solver: kernel, tune_subjects: [sub01], batch_size: 4, kernel_refine_steps: 0, kernel_search_steps: 2}}
+encoding: {{solver: kernel, tune_subjects: [sub01], sgd: {{batch_size: 4}},
+           kernel: {{refine_steps: 0, search_steps: 2}}}}
 run: {{output_dir: runs/x, extract_shards: 2, device: cpu}}
 """)
     monkeypatch.chdir(tmp_path)
@@ -83,7 +84,7 @@ def test_the_good_layout_passes_every_check(work):
 
 
 @pytest.mark.parametrize(("sets", "expected"), [
-    (["encoding.lr=.inf"], "encoding.lr = inf: expected a finite number"),
+    (["encoding.sgd.lr=.inf"], "encoding.sgd.lr = inf: expected a finite number"),
     (["encoding.wc=[1, .nan]"], "encoding.wc[1] = nan: expected a finite number"),
     (["data.split_seed=-1"], "data.split_seed = -1: must be in [0, 2**32)"),
     (["run.device=cuda:x"], "run.device = 'cuda:x': must be auto, cpu, cuda or cuda:N"),
@@ -91,8 +92,8 @@ def test_the_good_layout_passes_every_check(work):
     (["encoding.solver=sgd", "encoding.folds=5"],
      f"encoding.folds = 5: the {ROWS} training rows (data.n_train_videos - data.n_test = {N_TRAIN} - {N_TEST}) "
      f"allow at most {ROWS // 2} folds"),
-    (["encoding.solver=sgd", f"encoding.batch_size={ROWS + 1}"],
-     f"encoding.batch_size = {ROWS + 1}: more than the {ROWS} training rows"),
+    (["encoding.solver=sgd", f"encoding.sgd.batch_size={ROWS + 1}"],
+     f"encoding.sgd.batch_size = {ROWS + 1}: more than the {ROWS} training rows"),
     (["features.model=alexnett"], "features.model: model 'alexnett' is not a torchvision classification model "
                                   "(did you mean alexnet"),
     (["data.rois=[V1, V9]"], "unknown ROI(s) V9"),

@@ -72,7 +72,8 @@ pytestmark = pytest.mark.slow
 CONFIG = Path(__file__).with_name("science.yaml")
 MODES = {
     "default": {},
-    "compat": {"compat": "true", "encoding.lr": "1e-4", "encoding.patience": "30", "encoding.max_epochs": "200"},
+    "compat": {"compat": "true", "encoding.sgd.lr": "1e-4", "encoding.sgd.patience": "30",
+               "encoding.sgd.max_epochs": "200"},
 }
 FITS = [(solver, mode) for mode in MODES for solver in ("kernel", "sgd")]
 MIN_SPEARMAN = 0.8

@@ -7,16 +7,16 @@ With its layer weights a fixed, the model of Zhou, Du & He (2022)
 is kernel ridge regression with the kernel ``K = sum_l gamma_l X_l X_l^T`` (``gamma_l = a_l^2``)
 and an unpenalised intercept. With ~900 samples and ~38k features, the dual costs n x n per layer
 instead of n x D: the per-layer Gram matrices are computed once per feature matrix (and cached
-by content, so every subject, ROI, fold and candidate weighting of one feature store reuses
-them), and one eigendecomposition of the centred weighted kernel per candidate weighting scores
-every ridge strength for every voxel at once by generalised cross-validation (GCV, Golub, Heath
-& Wahba 1979: the rotation-invariant form of leave-one-out).
+by content in the caller's :class:`KernelCache`, so every subject, ROI, fold and candidate
+weighting of one feature store reuses them), and one eigendecomposition of the centred weighted
+kernel per candidate weighting scores every ridge strength for every voxel at once by generalised
+cross-validation (GCV, Golub, Heath & Wahba 1979: the rotation-invariant form of leave-one-out).
 
 The weighting gamma, on the simplex, is shared by the ROI's voxels (the paper's ROI-wise layer
 weights); the ridge strength is chosen per voxel. gamma is searched in two stages: a random
 search over a fixed design of candidates (the uniform weighting, then Dirichlet draws from a fixed
 stream) that is the same for every fit, so fits on one feature store share its
-eigendecompositions through a cache; then gradient ascent on the logits of gamma from the best
+eigendecompositions through that cache; then gradient ascent on the logits of gamma from the best
 candidate, with an adaptive step (grown after an improvement, shrunk and retried after a failure).
 """
 
@@ -26,17 +26,15 @@ import hashlib
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
+from lwroi.config import KernelOptions
 from lwroi.encoding._arrays import check_solver_arrays
-from lwroi.encoding._sgd import SeedLike, SGDResult
 from lwroi.encoding.metrics import pearson_r_columns_torch
-
-DEFAULT_ALPHAS = tuple(10.0 ** (k / 2) for k in range(-6, 11))
-"""Ridge strengths (1e-3 to 1e5, 2 per decade), relative to the mean eigenvalue of the centred
-weighted training kernel (also the config's default, ``encoding.kernel_alphas``)."""
+from lwroi.encoding.result import SeedLike, SolverResult
 
 _DESIGN_SEED = 20220101
 """Seed of the fixed candidate design; one constant so every fit evaluates the same candidates."""
@@ -48,9 +46,47 @@ _MAX_GRAMS = 2
 """Feature matrices (and training sets) whose Gram matrices (and centred training blocks) stay cached;
 each is L n^2 float64 values, 52 MB at n=900, L=8."""
 
-_GRAMS: OrderedDict[tuple, torch.Tensor] = OrderedDict()
-_CENTRED: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
-_DECOMPOSITIONS: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+_CACHED = ("grams", "centred", "decompositions")
+"""What :class:`KernelCache` keeps."""
+
+
+class KernelCache:
+    """What the kernel solver reuses between solves on the same features, kept by the caller.
+
+    Per-layer Gram matrices (by the content of X), their centred training blocks (by training
+    rows) and eigendecompositions of weighted kernels (by weighting), each dropped least recently
+    used first: Grams and centred blocks beyond ``max_grams`` feature matrices, decompositions
+    beyond half a solve's ``memory_budget_mb``. A solve finds it in its ``workspace`` dict (under
+    ``"kernel"``), so one dict kept by a process lets every subject, ROI and fold of one feature
+    store share the Grams and the decompositions of the fixed candidate design; a solve given no
+    workspace starts from an empty cache and keeps nothing.
+    """
+
+    def __init__(self, max_grams: int = _MAX_GRAMS) -> None:
+        self.max_grams = max_grams
+        self.entries: dict[str, OrderedDict[tuple, Any]] = {kind: OrderedDict() for kind in _CACHED}
+
+    def get(self, kind: str, key: tuple, compute: Callable[[], Any], max_bytes: int | None = None) -> Any:
+        """The cached ``kind`` entry of ``key``, computed (and older entries dropped) on a miss."""
+        entries = self.entries[kind]
+        if key in entries:
+            entries.move_to_end(key)
+            return entries[key]
+        entries[key] = value = compute()
+        while entries and (len(entries) > self.max_grams if max_bytes is None else _nbytes(entries) > max_bytes):
+            entries.popitem(last=False)
+        return value
+
+    def clear(self, *, grams: bool = True) -> None:
+        """Forget the eigendecompositions, and the Gram matrices and centred blocks unless ``grams=False``."""
+        for kind in _CACHED if grams else ("decompositions",):
+            self.entries[kind].clear()
+
+
+
+def _nbytes(entries: OrderedDict[tuple, Any]) -> int:
+    """Bytes of the eigenvectors held by a cache of decompositions."""
+    return sum(vectors.numel() * vectors.element_size() for _, vectors in entries.values())
 
 
 def solve_kernel(
@@ -62,17 +98,14 @@ def solve_kernel(
     val_idx: Sequence[np.ndarray],
     wc: Sequence[float] | None = None,
     lay: Sequence[float] | None = None,
-    alphas: Sequence[float] = DEFAULT_ALPHAS,
-    search_steps: int = 16,
-    refine_steps: int = 6,
-    search_voxels: int = 1000,
-    memory_budget_mb: float = 1024.0,
-    primal: bool = True,
+    options: KernelOptions | None = None,
     pcc: str = "pearson",
+    primal: bool = True,
     seed: SeedLike = 0,
     state: dict | None = None,
     on_epoch: Callable[[int, Callable[[], dict]], None] | None = None,
-) -> SGDResult:
+    workspace: dict | None = None,
+) -> SolverResult:
     """Fit G layer-weighted models in dual form, layer weights and ridge strengths chosen by GCV.
 
     For model g on its training rows T (n = |T|), with gamma on the simplex and
@@ -105,21 +138,18 @@ def solve_kernel(
     wc, lay : ignored
         The SGD solver's penalty weights, accepted so one call drives either solver: a model that
         differs from another only by them gives the same result (and is computed once).
-    alphas : sequence of float
-        Candidate ridge strengths, relative to the mean non-null eigenvalue of the centred
-        weighted training kernel (``trace / (n - 1)``), so one grid fits any feature scaling.
-    search_steps : int
-        Candidates of the fixed design (the uniform weighting first, then Dirichlet draws).
-    refine_steps : int
-        Gradient steps from the best design candidate (0: the design only).
-    search_voxels : int
-        J is averaged over at most this many voxels (evenly spread over the ROI's columns): the
-        weighting is shared by the ROI, so a whole-brain search need not score every voxel.
-        Every voxel's alpha and coefficients are fitted at the chosen weighting.
-    memory_budget_mb : float
-        Working memory of the solve beyond its inputs, the Gram matrices and its outputs: half
-        bounds the cache of eigendecompositions, half the voxel batches (whose size follows
-        from it, so a whole-brain ROI is fitted in several batches with the same result).
+    options : KernelOptions, default=KernelOptions()
+        ``alphas``: candidate ridge strengths, relative to the mean non-null eigenvalue of the
+        centred weighted training kernel (``trace / (n - 1)``), so one grid fits any feature
+        scaling. ``search_steps``: candidates of the fixed design (the uniform weighting first,
+        then Dirichlet draws). ``refine_steps``: gradient steps from the best design candidate
+        (0: the design only). ``search_voxels``: J is averaged over at most this many voxels
+        (evenly spread over the ROI's columns): the weighting is shared by the ROI, so a
+        whole-brain search need not score every voxel; every voxel's alpha and coefficients are
+        fitted at the chosen weighting. ``memory_budget_mb``: working memory of the solve beyond
+        its inputs, the Gram matrices and its outputs: half bounds the cache of
+        eigendecompositions, half the voxel batches (whose size follows from it, so a
+        whole-brain ROI is fitted in several batches with the same result).
     primal : bool, default=True
         Also return the primal coefficients (n_features x n_voxels: 3 GB for a whole-brain ROI
         on 38k features, and the dominant cost of a large fit). Without them, ``coef`` is None
@@ -131,25 +161,30 @@ def solve_kernel(
         seconds: an interrupted one starts again and finds the same result.
     on_epoch : callable, optional
         ``on_epoch(steps_done, get_state)`` after every candidate evaluated; exceptions propagate.
+    workspace : dict, optional
+        Kept by the caller between solves: the solve keeps its :class:`KernelCache` there (under
+        ``"kernel"``) and finds it again. None: a cache for this call alone.
 
     Returns
     -------
-    SGDResult
+    SolverResult
         ``layer_weights`` is ``sqrt(gamma)`` (so its squares sum to 1); ``coef`` is
         ``a[layer] * W`` on X's columns, in X's dtype, equal to
-        ``gamma[layer_of_feature][:, None] * X.T @ dual_coef``; ``n_epochs`` counts the candidates
-        evaluated, ``best_epoch`` (1-based) is the chosen one, ``best_score`` its J;
-        ``history["cv_score"]`` is J of each candidate in order.
+        ``gamma[layer_of_feature][:, None] * X.T @ dual_coef``; a step is a candidate weighting
+        evaluated: ``n_steps`` counts them, ``best_step`` (1-based) is the chosen one,
+        ``best_score`` its J; ``history["cv_score"]`` is J of each candidate in order.
     """
+    opts = KernelOptions() if options is None else options
     G = len(train_idx)
-    alphas_t = _check_inputs(X, layer_of_feature, Y, train_idx, val_idx, alphas, search_steps, refine_steps,
-                             search_voxels, memory_budget_mb)  # fmt: skip
+    _check_inputs(X, layer_of_feature, Y, train_idx, val_idx)
+    alphas_t = torch.tensor(opts.alphas, dtype=torch.float64, device=X.device)
     n_layers = int(layer_of_feature.max()) + 1
+    cache = KernelCache() if workspace is None else workspace.setdefault("kernel", KernelCache())
     gram_key = _content_key(X, layer_of_feature)
-    grams = _layer_grams(X, layer_of_feature, n_layers, gram_key)
-    budget = int(memory_budget_mb * 2**20)
-    design = _design(n_layers, search_steps)
-    steps = search_steps + refine_steps
+    grams = cache.get("grams", gram_key, lambda: _layer_grams(X, layer_of_feature, n_layers))
+    budget = int(opts.memory_budget_mb * 2**20)
+    design = _design(n_layers, opts.search_steps)
+    steps = opts.search_steps + opts.refine_steps
     done = 0
 
     def get_state() -> dict:
@@ -161,24 +196,24 @@ def solve_kernel(
         if on_epoch is not None:
             on_epoch(done, get_state)
 
-    solved: dict[tuple, dict] = {}
+    solved: dict[tuple[bytes, bytes], dict] = {}  # models that differ only by wc or lay are solved once
     results = []
     for g in range(G):
         train = np.asarray(train_idx[g], dtype=np.int64)
         val = np.asarray(val_idx[g], dtype=np.int64)
-        key = (train.tobytes(), val.tobytes())
-        if key not in solved:
+        rows = (train.tobytes(), val.tobytes())
+        if rows not in solved:
             key = (gram_key, hashlib.sha1(train.tobytes()).digest())
-            problem = _Problem(X, layer_of_feature, Y, grams, train, key, alphas_t, budget, search_voxels)
-            solved[key] = problem.solve(design, refine_steps, val, step_done, primal, pcc)
-        results.append(solved[key])
-    return SGDResult(
+            problem = _Problem(X, layer_of_feature, Y, grams, train, key, alphas_t, budget, opts.search_voxels, cache)
+            solved[rows] = problem.solve(design, opts.refine_steps, val, step_done, primal, pcc)
+        results.append(solved[rows])
+    return SolverResult(
         layer_weights=_stack([r["layer_weights"] for r in results]),
         coef=_stack([r["coef"] for r in results]) if primal else None,
         intercept=_stack([r["intercept"] for r in results]),
         dual_coef=_stack([r["dual_coef"] for r in results]),
-        best_epoch=np.array([r["best_step"] for r in results], dtype=np.int64),
-        n_epochs=np.full(G, steps, dtype=np.int64),
+        best_step=np.array([r["best_step"] for r in results], dtype=np.int64),
+        n_steps=np.full(G, steps, dtype=np.int64),
         best_score=np.array([r["best_score"] for r in results]),
         val_mean_r=np.array([r["val_mean_r"] for r in results]),
         history={"cv_score": np.stack([r["history"] for r in results])},
@@ -196,14 +231,6 @@ def voxel_batch_size(n_train: int, n_features: int, n_alphas: int, itemsize: int
     return max(1, budget_bytes // per_voxel)
 
 
-def clear_kernel_cache(*, grams: bool = True) -> None:
-    """Forget the cached eigendecompositions, and the Gram matrices unless ``grams=False``."""
-    if grams:
-        _GRAMS.clear()
-        _CENTRED.clear()
-    _DECOMPOSITIONS.clear()
-
-
 class _Problem:
     """One training set of one solve: its centred layer kernels, centred responses and search."""
 
@@ -218,8 +245,10 @@ class _Problem:
         alphas: torch.Tensor,
         budget: int,
         search_voxels: int,
+        cache: KernelCache,
     ) -> None:
         self.X, self.Y, self.lof = X, Y, layer_of_feature
+        self.cache = cache
         # The search runs in float64 whatever X's dtype: its gradient steps amplify rounding, and
         # float32 rounding depends on how BLAS splits the work over threads, so in float32 the chosen
         # weighting (hence results.csv) moved by 1e-3 between 1 and 2 threads. Outputs use X's dtype.
@@ -229,7 +258,7 @@ class _Problem:
         self.n = n = len(train)
         self.alphas = alphas
         self.grams = grams
-        self.centred, self.traces = _centred_grams(grams, self.train, key)
+        self.centred, self.traces = cache.get("centred", key, lambda: _centred_grams(grams, self.train))
         Y_train = Y.index_select(0, self.train).to(torch.float64)
         self.y_mean = Y_train.mean(0)
         Yc = Y_train - self.y_mean
@@ -246,18 +275,12 @@ class _Problem:
 
     def decompose(self, gamma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Eigenvalues (clipped at 0) and eigenvectors of the centred kernel, float64; cached."""
+        def compute() -> tuple[torch.Tensor, torch.Tensor]:
+            eigvals, eigvecs = torch.linalg.eigh(torch.tensordot(gamma, self.centred, dims=1))
+            return eigvals.clamp_min(0.0), eigvecs
+
         key = (*self.key, gamma.cpu().numpy().tobytes())
-        hit = _DECOMPOSITIONS.get(key)
-        if hit is not None:
-            _DECOMPOSITIONS.move_to_end(key)
-            return hit
-        eigvals, eigvecs = torch.linalg.eigh(torch.tensordot(gamma, self.centred, dims=1))
-        entry = (eigvals.clamp_min(0.0), eigvecs)
-        _DECOMPOSITIONS[key] = entry
-        size = entry[1].numel() * entry[1].element_size()
-        while _DECOMPOSITIONS and len(_DECOMPOSITIONS) * size > self.cache_bytes:
-            _DECOMPOSITIONS.popitem(last=False)
-        return entry
+        return self.cache.get("decompositions", key, compute, max_bytes=self.cache_bytes)
 
     def gcv_table(self, eigvals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Absolute alphas, squared residual shrinkage (n_alphas, n) and ``n - 1 - tr H`` per alpha."""
@@ -414,20 +437,12 @@ class _Problem:
         return total / V
 
 
-def _centred_grams(grams: torch.Tensor, rows: torch.Tensor, key: tuple) -> tuple[torch.Tensor, torch.Tensor]:
-    """The training block of each layer kernel, double-centred (an unpenalised intercept), and its trace; cached."""
-    hit = _CENTRED.get(key)
-    if hit is not None:
-        _CENTRED.move_to_end(key)
-        return hit
+def _centred_grams(grams: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training block of each layer kernel, double-centred (an unpenalised intercept), and its trace."""
     block = grams.index_select(1, rows).index_select(2, rows)
     row = block.mean(-1, keepdim=True)
     centred = block - row - row.transpose(-1, -2) + block.mean((-1, -2), keepdim=True)
-    entry = (centred, torch.diagonal(centred, dim1=1, dim2=2).sum(1))
-    _CENTRED[key] = entry
-    while len(_CENTRED) > _MAX_GRAMS:
-        _CENTRED.popitem(last=False)
-    return entry
+    return centred, torch.diagonal(centred, dim1=1, dim2=2).sum(1)
 
 
 def _stack(arrays: list[np.ndarray]) -> np.ndarray:
@@ -454,12 +469,8 @@ def _content_key(X: torch.Tensor, layer_of_feature: torch.Tensor) -> tuple:
     return (digest.hexdigest(), str(X.device))
 
 
-def _layer_grams(X: torch.Tensor, layer_of_feature: torch.Tensor, n_layers: int, key: tuple) -> torch.Tensor:
-    """Per-layer Gram matrices ``X_l X_l^T`` of all rows, float64, tensor of shape (L, n, n); cached."""
-    hit = _GRAMS.get(key)
-    if hit is not None:
-        _GRAMS.move_to_end(key)
-        return hit
+def _layer_grams(X: torch.Tensor, layer_of_feature: torch.Tensor, n_layers: int) -> torch.Tensor:
+    """Per-layer Gram matrices ``X_l X_l^T`` of all rows, float64, tensor of shape (L, n, n)."""
     n = X.shape[0]
     grams = torch.zeros((n_layers, n, n), dtype=torch.float64, device=X.device)
     chunk = 4096
@@ -468,9 +479,6 @@ def _layer_grams(X: torch.Tensor, layer_of_feature: torch.Tensor, n_layers: int,
         for start in range(0, len(columns), chunk):
             block = X.index_select(1, columns[start : start + chunk]).to(torch.float64)
             grams[layer].addmm_(block, block.T)
-    _GRAMS[key] = grams
-    while len(_GRAMS) > _MAX_GRAMS:
-        _GRAMS.popitem(last=False)
     return grams
 
 
@@ -480,23 +488,9 @@ def _check_inputs(
     Y: torch.Tensor,
     train_idx: Sequence[np.ndarray],
     val_idx: Sequence[np.ndarray],
-    alphas: Sequence[float],
-    search_steps: int,
-    refine_steps: int,
-    search_voxels: int,
-    memory_budget_mb: float,
-) -> torch.Tensor:
-    """Fail before any work with a message naming the argument; returns the alphas as a tensor."""
+) -> None:
+    """Fail before any work with a message naming the argument (the options were checked by :class:`KernelOptions`)."""
     check_solver_arrays(X, layer_of_feature, Y)
-    if len(alphas) == 0 or any(not a > 0 for a in alphas):
-        raise ValueError(f"alphas={list(alphas)}: must be a non-empty list of values > 0")
-    if search_steps < 1 or refine_steps < 0 or search_voxels < 1:
-        raise ValueError(
-            f"search_steps={search_steps}, refine_steps={refine_steps}, search_voxels={search_voxels}: "
-            "need >= 1, >= 0 and >= 1"
-        )
-    if not memory_budget_mb > 0:
-        raise ValueError(f"memory_budget_mb={memory_budget_mb}: must be > 0")
     G = len(train_idx)
     if G == 0:
         raise ValueError("train_idx is empty: nothing to fit")
@@ -508,4 +502,3 @@ def _check_inputs(
             idx = np.asarray(idx)
             if len(idx) < least or (len(idx) and (idx.min() < 0 or idx.max() >= n)):
                 raise ValueError(f"{name}[{g}]: need >= {least} row indices in [0, {n}); got {len(idx)} rows")
-    return torch.tensor([float(a) for a in alphas], dtype=torch.float64, device=X.device)

@@ -24,64 +24,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from lwroi.config import SGDOptions
 from lwroi.encoding._arrays import check_solver_arrays
 from lwroi.encoding.metrics import PCC_KINDS, pearson_r_columns_torch
+from lwroi.encoding.result import SeedLike, SolverResult
 
 _CHUNK_ELEMENTS = 1 << 25
 """Largest gathered (models x rows x features) block when scoring validation rows (128 MB float32)."""
 
 _PARAMS = ("a", "W", "b")
-_METRICS = ("pcc", "mse")
-_VAL_PCC = ("full", "batch")
 
-SeedLike = int | Sequence[int | Sequence[int]]
-
-
-@dataclass(frozen=True)
-class SGDResult:
-    """What a solver returns for G models; the estimator and ``tune_grid`` read these fields.
-
-    Attributes
-    ----------
-    layer_weights : array of shape (n_models, n_layers)
-        |a| of the restored (best) state.
-    coef : array of shape (n_models, n_features, n_voxels)
-        Effective coefficients on the solver's input X, layer weights folded in
-        (``|a|[layer_of_feature] * W``), so a prediction is ``X @ coef + intercept``.
-    intercept : array of shape (n_models, n_voxels)
-    best_epoch : int array of shape (n_models,)
-        Epoch (1-based) of the restored state.
-    n_epochs : int array of shape (n_models,)
-        Epochs each model trained before it stopped (or ``max_epochs``).
-    best_score : array of shape (n_models,)
-        Early-stopping metric of the restored state, as the solver computed it.
-    val_mean_r : array of shape (n_models,)
-        Mean voxel correlation (the solver's ``pcc`` kind) of the restored state over each
-        model's whole validation set, whatever the early-stopping metric, so runs with
-        different metrics compare alike.
-    history : dict of str to array of shape (n_models, n_epochs_run)
-        ``"val_score"`` and ``"train_loss"`` (mean over the epoch's minibatches, penalties
-        included) per epoch; NaN after a model stopped.
-    dual_coef : array of shape (n_models, n_samples, n_voxels), optional
-        Dual-form solvers only: coefficients on X's rows (zero outside the training rows) with
-        ``coef = (layer_weights[layer_of_feature] ** 2)[:, None] * X.T @ dual_coef``. ``coef`` is
-        None when the caller asked for the dual form alone.
-    """
-
-    layer_weights: np.ndarray
-    coef: np.ndarray | None
-    intercept: np.ndarray
-    best_epoch: np.ndarray
-    n_epochs: np.ndarray
-    best_score: np.ndarray
-    val_mean_r: np.ndarray
-    history: dict[str, np.ndarray]
-    dual_coef: np.ndarray | None = None
 
 
 def solve_sgd(
@@ -93,19 +49,14 @@ def solve_sgd(
     val_idx: Sequence[np.ndarray],
     wc: Sequence[float],
     lay: Sequence[float],
-    lr: float = 1e-4,
-    batch_size: int = 16,
-    max_epochs: int = 500,
-    patience: int = 30,
-    min_delta: float = 1e-3,
-    metric: str = "pcc",
-    val_pcc: str = "full",
+    options: SGDOptions | None = None,
     pcc: str = "pearson",
-    drop_last: bool = False,
+    primal: bool = True,
     seed: SeedLike = 0,
     state: dict | None = None,
     on_epoch: Callable[[int, Callable[[], dict]], None] | None = None,
-) -> SGDResult:
+    workspace: dict | None = None,
+) -> SolverResult:
     """Train G layer-weighted models with Adam and early stopping, all in one batched loop.
 
     Minimises, for each model g on its own training rows,
@@ -133,18 +84,19 @@ def solve_sgd(
         Rows of X/Y that model g trains on and that decide its early stopping.
     wc, lay : sequence of G floats
         Penalty weights of model g.
-    lr, batch_size, max_epochs, patience, min_delta : Adam and early-stopping settings.
-    metric : {"pcc", "mse"}
-        "pcc": mean voxel correlation, higher is better; "mse": lower is better.
-    val_pcc : {"full", "batch"}
-        "full": metric over each whole validation set; "batch": the original's mean over
-        consecutive ``batch_size``-row batches of the validation rows, last short batch dropped.
+    options : SGDOptions, default=SGDOptions()
+        ``lr``, ``batch_size``, ``max_epochs``, ``patience``, ``min_delta``: Adam and
+        early-stopping settings. ``metric``: "pcc" (mean voxel correlation, higher is better)
+        or "mse" (lower is better). ``val_pcc``: "full", the metric over each whole validation
+        set, or "batch", the original's mean over consecutive ``batch_size``-row batches of the
+        validation rows, last short batch dropped. ``drop_last``: leave out each epoch's last
+        short minibatch (the original's training loader; needs at least ``batch_size`` training
+        rows per model).
     pcc : {"pearson", "original"}
         The correlation of the "pcc" metric and of ``val_mean_r``
         (``lwroi.encoding.metrics``; "original": the original's r * n / (n - 1) variant).
-    drop_last : bool
-        Leave out each epoch's last short minibatch (the original's training loader). Needs
-        at least ``batch_size`` training rows per model.
+    primal : bool
+        Ignored: this solver fits the primal coefficients.
     seed : int or sequence of G seeds
         An int s gives model g the stream of seed (s, g); a sequence gives model g the stream of
         ``seed[g]`` (an int or a tuple of ints). A model's result depends only on its own seed,
@@ -155,11 +107,15 @@ def solve_sgd(
         ``on_epoch(epochs_done, get_state)`` after every epoch. ``get_state()`` returns a dict of
         CPU tensors, ints and lists, loadable with ``torch.load(weights_only=True)``. Exceptions
         propagate (a caller may save the state and raise to stop).
+    workspace : dict, optional
+        Ignored: nothing is worth keeping between solves.
 
     Returns
     -------
-    SGDResult
+    SolverResult
+        A step is an epoch.
     """
+    opts = SGDOptions() if options is None else options
     trainer = _BatchedTrainer(
         X,
         layer_of_feature,
@@ -168,20 +124,20 @@ def solve_sgd(
         val_idx=val_idx,
         wc=wc,
         lay=lay,
-        lr=lr,
-        batch_size=batch_size,
-        patience=patience,
-        min_delta=min_delta,
-        metric=metric,
-        val_pcc=val_pcc,
+        lr=opts.lr,
+        batch_size=opts.batch_size,
+        patience=opts.patience,
+        min_delta=opts.min_delta,
+        metric=opts.metric,
+        val_pcc=opts.val_pcc,
         pcc=pcc,
-        drop_last=drop_last,
+        drop_last=opts.drop_last,
     )
     if state is None:
         trainer.initialize(seed)
     else:
         trainer.load_state(state)
-    return trainer.run(max_epochs, on_epoch)
+    return trainer.run(opts.max_epochs, on_epoch)
 
 
 def model_seed(seed: int | Sequence[int]) -> int:
@@ -220,7 +176,7 @@ class _BatchedTrainer:
         pcc: str,
         drop_last: bool,
     ) -> None:
-        _check_inputs(X, layer_of_feature, Y, train_idx, val_idx, wc, lay, metric, val_pcc, pcc, drop_last, batch_size)
+        _check_inputs(X, layer_of_feature, Y, train_idx, val_idx, wc, lay, val_pcc, pcc, drop_last, batch_size)
         self.X, self.Y, self.lof = X, Y, layer_of_feature
         self.device, self.dtype = X.device, X.dtype
         self.n_models = G = len(train_idx)
@@ -353,7 +309,7 @@ class _BatchedTrainer:
         self.epoch = int(state["epoch"])
 
     # ------------------------------------------------------------------ training
-    def run(self, max_epochs: int, on_epoch: Callable[[int, Callable[[], dict]], None] | None) -> SGDResult:
+    def run(self, max_epochs: int, on_epoch: Callable[[int, Callable[[], dict]], None] | None) -> SolverResult:
         """Train until every model stopped or ``max_epochs`` epochs ran, then return the best states."""
         t = self.t
         for _ in range(self.epoch, max_epochs):
@@ -461,19 +417,19 @@ class _BatchedTrainer:
         for key, value in (("history_val_score", score), ("history_train_loss", train_loss)):
             t[key] = torch.cat([t[key], torch.where(live, value, nan).unsqueeze(1)], dim=1)
 
-    def _result(self) -> SGDResult:
+    def _result(self) -> SolverResult:
         t = self.t
         a, W, b = t["best_a"], t["best_W"], t["best_b"]
         full = self._predict_rows(self.val_rows, a, W, b)
         val_mean_r = pearson_r_columns_torch(self.Y_val, full, self.val_full_mask, kind=self.pcc).mean(-1)
         coef = W.to("cpu", copy=True).mul_(a.abs().index_select(1, self.lof).unsqueeze(-1).cpu())
         best_score = t["best_gain"] if self.metric == "pcc" else -t["best_gain"]
-        return SGDResult(
+        return SolverResult(
             layer_weights=a.abs().cpu().numpy(),
             coef=coef.numpy(),
             intercept=b.cpu().numpy(),
-            best_epoch=t["best_epoch"].cpu().numpy(),
-            n_epochs=t["n_epochs"].cpu().numpy(),
+            best_step=t["best_epoch"].cpu().numpy(),
+            n_steps=t["n_epochs"].cpu().numpy(),
             best_score=best_score.cpu().numpy(),
             val_mean_r=val_mean_r.cpu().numpy(),
             history={
@@ -502,18 +458,16 @@ def _check_inputs(
     val_idx: Sequence[np.ndarray],
     wc: Sequence[float],
     lay: Sequence[float],
-    metric: str,
     val_pcc: str,
     pcc: str,
     drop_last: bool,
     batch_size: int,
 ) -> None:
-    """Fail before any work with a message that names the argument, its value and what was expected."""
+    """Fail before any work with a message that names the argument, its value and what was expected.
+
+    The options themselves were checked by :class:`SGDOptions`; here, what they need of the rows.
+    """
     check_solver_arrays(X, layer_of_feature, Y)
-    if metric not in _METRICS:
-        raise ValueError(f"metric={metric!r}: must be one of {', '.join(_METRICS)}")
-    if val_pcc not in _VAL_PCC:
-        raise ValueError(f"val_pcc={val_pcc!r}: must be one of {', '.join(_VAL_PCC)}")
     if pcc not in PCC_KINDS:
         raise ValueError(f"pcc={pcc!r}: must be one of {', '.join(PCC_KINDS)}")
     G = len(train_idx)

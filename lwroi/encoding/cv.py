@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import inspect
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from lwroi.config import SolverOptions
 from lwroi.data.splits import kfold_splits
-from lwroi.encoding._solvers import get_solver
+from lwroi.encoding._solvers import get_solver, make_options
 from lwroi.encoding.devices import resolve_device
 from lwroi.encoding.model import stack_layer_features
 
 GridPoint = tuple[float, float]
-
-_SET_BY_TUNE_GRID = {"X", "layer_of_feature", "Y", "train_idx", "val_idx", "wc", "lay", "seed", "state", "on_epoch"}
 
 
 @dataclass(frozen=True)
@@ -60,11 +58,13 @@ def evaluate_grid_models(
     seed: int,
     device: str | torch.device = "auto",
     solver: str = "sgd",
+    solver_params: Mapping[str, object] | SolverOptions | None = None,
+    pcc: str = "pearson",
     layer_scaling: str = "balanced",
     fold_split: str = "shuffled",
     state: dict | None = None,
     on_epoch: Callable[[int, Callable[[], dict]], None] | None = None,
-    **train_kwargs: object,
+    workspace: dict | None = None,
 ) -> dict[str, np.ndarray]:
     """Train any slice of a CV grid in ONE batched solve and score each model on its fold.
 
@@ -72,7 +72,9 @@ def evaluate_grid_models(
     with the stream seeded by ``(seed, fold)``, so its result does not depend on which other
     models share the solve: a grid cut into several work units gives the same numbers as the
     whole grid. ``fold_split="contiguous"`` is the original's ``KFold(folds, shuffle=False)`` over
-    the rows as given.
+    the rows as given. ``solver_params`` are the solver's own options (see
+    ``lwroi.encoding.make_options``: an option it does not have is refused); ``pcc`` is the
+    correlation of the scores; ``workspace`` is passed to the solver (see ``lwroi.encoding.SOLVERS``).
 
     Returns
     -------
@@ -80,18 +82,14 @@ def evaluate_grid_models(
         "score" (mean voxel correlation, the solver's ``pcc`` kind, of the restored best state
         on the fold's held-out rows), "best_epoch", "n_epochs", "layer_weights".
     """
-    solve = get_solver(solver)
-    accepted = set(inspect.signature(solve).parameters) - _SET_BY_TUNE_GRID
-    unknown = sorted(set(train_kwargs) - accepted)
-    if unknown:
-        raise TypeError(f"tune_grid: solver {solver!r} takes no option(s) {unknown}; it takes {sorted(accepted)}")
+    entry, options = get_solver(solver), make_options(solver, solver_params)
     Y = np.asarray(Y, dtype=np.float32)
     features, layer_of_feature, _ = stack_layer_features(X_layers, layer_scaling)
     if features.shape[0] != Y.shape[0]:
         raise ValueError(f"X_layers have {features.shape[0]} rows but Y has {Y.shape[0]}")
     splits = kfold_splits(Y.shape[0], folds, seed, fold_split)
     dev = resolve_device(device)
-    result = solve(
+    result = entry.solve(
         torch.from_numpy(features).to(dev),
         torch.from_numpy(layer_of_feature).to(dev),
         torch.from_numpy(Y).to(dev),
@@ -100,11 +98,14 @@ def evaluate_grid_models(
         wc=[float(w) for w, _, _ in models],
         lay=[float(a) for _, a, _ in models],
         seed=[(seed, fold) for _, _, fold in models],
+        options=options,
+        pcc=pcc,
+        primal=False,  # the grid needs scores only
         state=state,
         on_epoch=on_epoch,
-        **train_kwargs,
+        workspace=workspace,
     )
-    return {"score": result.val_mean_r, "best_epoch": result.best_epoch, "n_epochs": result.n_epochs,
+    return {"score": result.val_mean_r, "best_epoch": result.best_step, "n_epochs": result.n_steps,
             "layer_weights": result.layer_weights}
 
 
@@ -121,7 +122,8 @@ def tune_grid(
     """Score every (wc, lay) pair by k-fold CV over the rows, training all pairs x folds at once.
 
     Model g = grid_index * folds + fold (see :func:`evaluate_grid_models`; ``options`` are its
-    keyword arguments: device, solver, layer_scaling, fold_split, state, on_epoch and the solver's own).
+    keyword arguments: device, solver, solver_params, pcc, layer_scaling, fold_split, state, on_epoch,
+    workspace).
     """
     for name, values in (("wc_grid", wc_grid), ("lay_grid", lay_grid)):
         if len(values) == 0 or len(set(values)) != len(values):

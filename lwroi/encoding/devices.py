@@ -1,4 +1,8 @@
-"""Devices and CPU threads: turn a device spec into a ``torch.device``, count GPUs, set threads."""
+"""Devices and CPU threads: the one device policy (spec → device, which GPU a rank takes), GPU count, threads.
+
+:func:`choose_device` is the policy, plain logic on the number of visible GPUs (so it is tested
+without GPUs); :func:`resolve_device` applies it to this process. Both raise :class:`DeviceError`.
+"""
 
 from __future__ import annotations
 
@@ -6,40 +10,57 @@ import re
 
 import torch
 
+from lwroi.exceptions import DeviceError
 
-def resolve_device(spec: str | torch.device) -> torch.device:
-    """Resolve ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` to a usable ``torch.device``.
+_SPEC = re.compile(r"auto|cpu|cuda(?::([0-9]+))?")
 
-    ``"auto"`` is the first CUDA device when one is visible, else the CPU. An explicit CUDA device
-    that is not visible raises instead of silently falling back, so a GPU job never runs on the CPU.
+
+def choose_device(spec: str, local_rank: int, n_visible_gpus: int) -> tuple[str, str]:
+    """The device for a rank, as ``(device, reason)``: ``"cpu"`` or ``"cuda:N"``.
+
+    ``auto`` (and a bare ``cuda``) takes GPU ``local_rank % n_visible_gpus`` (indices are relative
+    to ``CUDA_VISIBLE_DEVICES``, so a Slurm ``--gpus-per-task=1`` rank always gets ``cuda:0``);
+    ``auto`` takes the CPU when no GPU is visible. An explicit ``cpu`` or ``cuda:N`` is kept as given.
+    A CUDA device that is not visible raises instead of silently falling back, so a GPU job never
+    runs on the CPU.
 
     Raises
     ------
-    ValueError
+    DeviceError
         The spec is malformed, or names a CUDA device that is not visible.
     """
-    if isinstance(spec, torch.device):
-        spec = str(spec)
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec == "cpu":
-        return torch.device("cpu")
-    match = re.fullmatch(r"cuda(?::(\d+))?", spec)
+    match = _SPEC.fullmatch(spec)
     if match is None:
-        raise ValueError(f"device {spec!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
-    if not torch.cuda.is_available():
-        raise ValueError(
-            f"device {spec!r}: no CUDA device is available (torch.cuda.is_available() is False); "
-            "use device 'auto' or 'cpu'"
-        )
-    index = int(match.group(1) or 0)
-    count = torch.cuda.device_count()
-    if index >= count:
-        raise ValueError(
-            f"device {spec!r}: only {count} CUDA device(s) visible (cuda:0..cuda:{count - 1}); "
-            "check CUDA_VISIBLE_DEVICES"
-        )
-    return torch.device("cuda", index)
+        raise DeviceError(f"device {spec!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    if spec == "cpu":
+        return "cpu", "requested cpu"
+    if spec != "auto" and n_visible_gpus == 0:
+        raise DeviceError(f"device {spec!r}: no CUDA device is available (none visible: check "
+                          "CUDA_VISIBLE_DEVICES, or apptainer's --nv); use device 'auto' or 'cpu'")
+    if match.group(1) is not None:
+        index = int(match.group(1))
+        if index >= n_visible_gpus:
+            raise DeviceError(f"device {spec!r}: only {n_visible_gpus} CUDA device(s) visible "
+                              f"(cuda:0..cuda:{n_visible_gpus - 1}); check CUDA_VISIBLE_DEVICES")
+        return spec, "requested"
+    if n_visible_gpus == 0:
+        return "cpu", "no GPU visible"
+    index = local_rank % n_visible_gpus
+    return f"cuda:{index}", f"local rank {local_rank} % {n_visible_gpus} visible GPU(s)"
+
+
+def resolve_device(spec: str | torch.device) -> torch.device:
+    """Resolve ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` to a usable ``torch.device`` of this process.
+
+    :func:`choose_device` for local rank 0: ``"auto"`` is the first CUDA device when one is
+    visible, else the CPU.
+
+    Raises
+    ------
+    DeviceError
+        The spec is malformed, or names a CUDA device that is not visible.
+    """
+    return torch.device(choose_device(str(spec), 0, visible_gpu_count())[0])
 
 
 def visible_gpu_count() -> int:

@@ -19,10 +19,14 @@ training device); the numpy form runs the same code in float64 on the CPU.
 
 from __future__ import annotations
 
+from typing import get_args
+
 import numpy as np
 import torch
 
-PCC_KINDS = ("pearson", "original")
+from lwroi.config import PCCKind
+
+PCC_KINDS = get_args(PCCKind)
 
 _ORIGINAL_STD_EPS = 1e-8
 """Added to each standard deviation by the original's ``vectorized_correlation``."""

@@ -10,22 +10,22 @@ import hashlib
 import itertools
 from collections.abc import Callable, Sequence
 from numbers import Integral, Real
-from typing import ClassVar
+from typing import ClassVar, get_args
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_is_fitted, validate_data
 
+from lwroi.config import Contributions, LayerScaling, SolverOptions
 from lwroi.data.splits import inner_validation_split
-from lwroi.encoding._kernel import DEFAULT_ALPHAS
-from lwroi.encoding._solvers import EARLY_STOPPING_SOLVERS, SOLVERS, get_solver, solver_options
+from lwroi.encoding._solvers import get_solver, make_options
 from lwroi.encoding.devices import resolve_device
 from lwroi.encoding.metrics import PCC_KINDS, pearson_r_columns
 
-LAYER_SCALINGS = ("balanced", "none")
-CONTRIBUTIONS = ("clipped", "original")
+LAYER_SCALINGS = get_args(LayerScaling)
+CONTRIBUTIONS = get_args(Contributions)
 
 
 def stack_layer_features(
@@ -72,49 +72,45 @@ def _block_norm(block: np.ndarray) -> float:
     return norm if norm > 0 else 1.0
 
 
-class LayerWeightedEncoder(BaseEstimator):
+class LayerWeightedEncoder(RegressorMixin, BaseEstimator):
     """Layer-weighted ROI-wise encoding model (Zhou, Du & He 2022): one weight per DNN layer per ROI.
 
     ``y_v = sum_l |a_l| X_l W_{l,v} + b_v``, with the layer weights a shared by all voxels of
     the ROI, fitted by minimising ``MSE + wc * mean_v sqrt(mean_j W_jv^2) + lay * mean_l |a_l|``
     with early stopping on a validation set (``solver="sgd"``), or in dual form as ridge on the
     layers scaled by a, a and the ridge strengths chosen by generalised cross-validation inside
-    the training rows (``solver="kernel"``, see ``lwroi.encoding.solve_kernel``; wc, lay and
-    the Adam settings do not apply to it).
+    the training rows (``solver="kernel"``, see ``lwroi.encoding.solve_kernel``; wc and lay do
+    not apply to it).
 
     Parameters
     ----------
     wc : float, default=10.0
-        Weight of the per-voxel RMS (group) penalty on W.
+        Weight of the per-voxel RMS (group) penalty on W (solvers that ``uses_grid``).
     lay : float, default=1.0
-        Weight of the L1 penalty on the layer weights.
+        Weight of the L1 penalty on the layer weights (solvers that ``uses_grid``).
     solver : str, default="sgd"
         Name of a solver in ``lwroi.encoding.SOLVERS``.
-    lr, batch_size, max_epochs, patience, min_delta : Adam and early-stopping settings
-        (defaults 1e-4, 16, 500, 30, 1e-3: the original's).
-    metric : {"pcc", "mse"}, default="pcc"
-        Early-stopping metric: mean voxel Pearson r (higher is better) or MSE.
-    val_pcc : {"full", "batch"}, default="full"
-        PCC over the whole validation set, or the original's mean over 16-row batches.
+    solver_params : dict, optional
+        The solver's own options, the fields of its options class (``lwroi.config.SGDOptions``:
+        lr, batch_size, max_epochs, patience, min_delta, metric, val_pcc, drop_last;
+        ``lwroi.config.KernelOptions``: alphas, search_steps, refine_steps, search_voxels,
+        memory_budget_mb); missing ones take that class's defaults. A key the solver does not
+        have (another solver's option, or a parameter of this estimator) is refused at ``fit``,
+        naming the key and the solver.
     pcc : {"pearson", "original"}, default="pearson"
         The correlation used everywhere: early stopping, ``score``, ``score_voxels``,
         ``layer_contributions`` ("original": the original's r * n / (n - 1), see
         ``lwroi.encoding.metrics``).
-    drop_last : bool, default=False
-        Leave out each epoch's last short minibatch, as the original's training loader (SGD only).
     contributions : {"clipped", "original"}, default="clipped"
         How ``layer_contributions`` turns per-layer scores into shares (see there).
     val_fraction : float, default=0.1
-        Share of the training rows held out for early stopping when no X_val is given (SGD
-        only: the kernel solver fits every training row).
-    alphas, search_steps, refine_steps, search_voxels : kernel solver settings
-        Relative ridge strengths (default 17 values 1e-3..1e5), candidates of the fixed layer-weight
-        design (16), gradient steps after it (6), and the most voxels the search scores (1000);
-        see ``lwroi.encoding.solve_kernel``.
-    memory_budget_mb : float, default=1024
-        Working memory of the kernel solver; sets its voxel batch size.
+        Share of the training rows held out for early stopping when no X_val is given (solvers
+        that ``needs_validation``; the others fit every training row).
     layer_scaling : {"balanced", "none"}, default="balanced"
         Divide each layer block by its root-mean-square row norm before training ("none": the original).
+    layer_dims : list of int, optional
+        When X is one 2-D array: the number of columns of each layer, in order (they must sum to
+        its columns); None: X is one layer. Not used when X is a list of per-layer blocks.
     device : str, default="auto"
         "auto", "cpu", "cuda" or "cuda:N".
     random_state : int, default=0
@@ -128,11 +124,14 @@ class LayerWeightedEncoder(BaseEstimator):
         Coefficients on the unscaled, concatenated input layers, layer weights folded in, so
         ``predict`` is ``concat(X) @ coef_ + intercept_``.
     intercept_ : array of shape (n_voxels,)
-    n_layers_, layer_dims_ : int, list of int
+    n_features_in_, n_layers_, layer_dims_ : int, int, list of int
     solver_ : str
+    solver_options_ : SolverOptions
+        The options the solver ran with (``solver_params`` and the defaults).
     n_epochs_, best_epoch_ : int
-        Epochs trained, and the epoch of the restored best state. Kernel solver: layer weightings
-        evaluated by the search, and the 1-based step of the chosen one.
+        Steps the solver ran, and the 1-based step of the returned state (``SolverResult.n_steps``,
+        ``best_step``): sgd, epochs trained and the epoch restored; kernel, layer weightings
+        evaluated by the search and the chosen one.
     best_score_ : float
         Early-stopping metric of the restored state (kernel: the search objective, mean voxel
         GCV R^2, of the chosen weighting).
@@ -146,26 +145,15 @@ class LayerWeightedEncoder(BaseEstimator):
     _parameter_constraints: ClassVar[dict] = {
         "wc": [Interval(Real, 0, None, closed="left")],
         "lay": [Interval(Real, 0, None, closed="left")],
-        "solver": [StrOptions(set(SOLVERS))],
-        "lr": [Interval(Real, 0, None, closed="neither")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "max_epochs": [Interval(Integral, 1, None, closed="left")],
-        "patience": [Interval(Integral, 1, None, closed="left")],
-        "min_delta": [Interval(Real, 0, None, closed="left")],
-        "metric": [StrOptions({"pcc", "mse"})],
-        "val_pcc": [StrOptions({"full", "batch"})],
+        "solver": [str],
+        "solver_params": [dict, SolverOptions, None],
         "pcc": [StrOptions(set(PCC_KINDS))],
-        "drop_last": ["boolean"],
         "contributions": [StrOptions(set(CONTRIBUTIONS))],
         "val_fraction": [Interval(Real, 0, 0.5, closed="neither")],
         "layer_scaling": [StrOptions(set(LAYER_SCALINGS))],
+        "layer_dims": ["array-like", None],
         "device": [str, torch.device],
         "random_state": [Interval(Integral, 0, None, closed="left")],
-        "alphas": ["array-like"],
-        "search_steps": [Interval(Integral, 1, None, closed="left")],
-        "refine_steps": [Interval(Integral, 0, None, closed="left")],
-        "search_voxels": [Interval(Integral, 1, None, closed="left")],
-        "memory_budget_mb": [Interval(Real, 0, None, closed="neither")],
     }
 
     def __init__(
@@ -174,96 +162,91 @@ class LayerWeightedEncoder(BaseEstimator):
         wc: float = 10.0,
         lay: float = 1.0,
         solver: str = "sgd",
-        lr: float = 1e-4,
-        batch_size: int = 16,
-        max_epochs: int = 500,
-        patience: int = 30,
-        min_delta: float = 1e-3,
-        metric: str = "pcc",
-        val_pcc: str = "full",
+        solver_params: dict | None = None,
         pcc: str = "pearson",
-        drop_last: bool = False,
         contributions: str = "clipped",
         val_fraction: float = 0.1,
         layer_scaling: str = "balanced",
+        layer_dims: Sequence[int] | None = None,
         device: str = "auto",
         random_state: int = 0,
-        alphas: Sequence[float] = DEFAULT_ALPHAS,
-        search_steps: int = 16,
-        refine_steps: int = 6,
-        search_voxels: int = 1000,
-        memory_budget_mb: float = 1024.0,
     ) -> None:
         self.wc = wc
         self.lay = lay
         self.solver = solver
-        self.lr = lr
-        self.batch_size = batch_size
-        self.max_epochs = max_epochs
-        self.patience = patience
-        self.min_delta = min_delta
-        self.metric = metric
-        self.val_pcc = val_pcc
+        self.solver_params = solver_params
         self.pcc = pcc
-        self.drop_last = drop_last
         self.contributions = contributions
         self.val_fraction = val_fraction
         self.layer_scaling = layer_scaling
+        self.layer_dims = layer_dims
         self.device = device
         self.random_state = random_state
-        self.alphas = alphas
-        self.search_steps = search_steps
-        self.refine_steps = refine_steps
-        self.search_voxels = search_voxels
-        self.memory_budget_mb = memory_budget_mb
 
     def fit(
         self,
-        X: Sequence[np.ndarray],
+        X: Sequence[np.ndarray] | np.ndarray,
         Y: np.ndarray,
         *,
-        X_val: Sequence[np.ndarray] | None = None,
+        X_val: Sequence[np.ndarray] | np.ndarray | None = None,
         Y_val: np.ndarray | None = None,
         state: dict | None = None,
         on_epoch: Callable[[int, Callable[[], dict]], None] | None = None,
+        workspace: dict | None = None,
     ) -> LayerWeightedEncoder:
         """Fit on layer blocks X and responses Y, early stopping on (X_val, Y_val) or an inner split.
 
         Parameters
         ----------
-        X : list of arrays of shape (n_samples, n_features_l), one per layer
-        Y : array of shape (n_samples, n_voxels)
+        X : list of arrays of shape (n_samples, n_features_l), one per layer; or one array of
+            shape (n_samples, n_features) cut into layers by ``layer_dims``
+        Y : array of shape (n_samples, n_voxels) or (n_samples,)
             Only valid voxels: the caller drops constant or masked-out columns.
         X_val, Y_val : same layout, optional
             Validation rows for early stopping. Without them, a ``val_fraction`` share of the
             rows (``lwroi.data.splits.inner_validation_split``) is held out of training. A
-            solver that needs no early stopping (kernel) fits every row of X and only scores
+            solver that needs no validation rows (kernel) fits every row of X and only scores
             X_val.
         state, on_epoch :
             Resume support, passed to the solver (see ``lwroi.encoding.solve_sgd``).
+        workspace : dict, optional
+            Kept by the caller between fits on the same features, passed to the solver, which
+            may keep work to reuse there (the kernel solver: Gram matrices and decompositions).
         """
         self._validate_params()
-        X = _check_layers(X, "X")
+        entry = get_solver(self.solver)
+        own = sorted(set(self.solver_params if isinstance(self.solver_params, dict) else ()) & set(self.get_params()))
+        if own:
+            raise ValueError(f"solver_params: {own[0]!r} is a parameter of LayerWeightedEncoder, not an option of "
+                             f"solver {self.solver!r}: pass it as LayerWeightedEncoder({own[0]}=...)")
+        options = make_options(self.solver, self.solver_params)
+        if Y is None:
+            raise ValueError("LayerWeightedEncoder requires y to be passed, but the target y is None")
+        if not _is_blocks(X):  # one 2-D array: sklearn's checks of X and y (and their messages)
+            X, Y = validate_data(self, X, Y, multi_output=True, y_numeric=True, dtype=[np.float32, np.float64])
+        X = self._layers(X, "X", reset=True)
         Y = _check_responses(Y, X[0].shape[0], "Y")
+        if len(Y) < 3:
+            raise ValueError(f"n_samples = {len(Y)}: the layer-weighted model needs at least 3 rows to fit")
+        self._single_target = Y.ndim == 1
+        Y = Y.reshape(len(Y), -1)
         n = Y.shape[0]
         if (X_val is None) != (Y_val is None):
             raise ValueError("pass both X_val and Y_val, or neither")
         if X_val is not None:
-            X_val = _check_layers(X_val, "X_val", dims=[x.shape[1] for x in X])
-            Y_val = _check_responses(Y_val, X_val[0].shape[0], "Y_val", n_voxels=Y.shape[1])
+            X_val = self._layers(X_val, "X_val")
+            Y_val = _check_responses(Y_val, X_val[0].shape[0], "Y_val", n_voxels=Y.shape[1]).reshape(len(X_val[0]), -1)
             X = [np.concatenate([x, xv]) for x, xv in zip(X, X_val, strict=True)]
             Y = np.concatenate([Y, Y_val])
             train, val = np.arange(n), np.arange(n, Y.shape[0])
-        elif self.solver in EARLY_STOPPING_SOLVERS:
+        elif entry.needs_validation:
             train, val = inner_validation_split(n, self.val_fraction, self.random_state)
         else:
             train, val = np.arange(n), np.arange(0)
 
         features, layer_of_feature, feature_scale = stack_layer_features(X, self.layer_scaling)
         device = resolve_device(self.device)
-        solver = get_solver(self.solver)
-        shared = {k: v for k, v in self.get_params().items() if k not in ("wc", "lay")}
-        result = solver(
+        result = entry.solve(
             torch.from_numpy(features).to(device),
             torch.from_numpy(layer_of_feature).to(device),
             torch.from_numpy(np.asarray(Y, dtype=np.float32)).to(device),
@@ -271,14 +254,17 @@ class LayerWeightedEncoder(BaseEstimator):
             val_idx=[val],
             wc=[self.wc],
             lay=[self.lay],
+            options=options,
+            pcc=self.pcc,
+            primal=False,
             seed=self.random_state,
             state=state,
             on_epoch=on_epoch,
-            **solver_options(solver, {**shared, "primal": False}),
+            workspace=workspace,
         )
         self.solver_ = self.solver
+        self.solver_options_ = options
         self.n_layers_ = len(X)
-        self.layer_dims_ = [x.shape[1] for x in X]
         self.layer_weights_ = result.layer_weights[0]
         self._feature_scale = feature_scale
         if result.dual_coef is None:
@@ -288,27 +274,53 @@ class LayerWeightedEncoder(BaseEstimator):
             self._dual, self._coef = (rows, result.dual_coef[0][train]), None
             self._parts_cache: dict[bytes, list[np.ndarray]] = {}
         self.intercept_ = result.intercept[0]
-        self.n_epochs_ = int(result.n_epochs[0])
-        self.best_epoch_ = int(result.best_epoch[0])
+        self.n_epochs_ = int(result.n_steps[0])
+        self.best_epoch_ = int(result.best_step[0])
         self.best_score_ = float(result.best_score[0])
         self.val_mean_r_ = float(result.val_mean_r[0])
         self.history_ = {key: value[0] for key, value in result.history.items()}
         return self
 
-    def predict(self, X: Sequence[np.ndarray]) -> np.ndarray:
-        """Predicted responses, array of shape (n_samples, n_voxels)."""
-        check_is_fitted(self)
-        X = _check_layers(X, "X", dims=self.layer_dims_)
-        return sum(self._layer_predictions(X)) + self.intercept_
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
 
-    def score(self, X: Sequence[np.ndarray], Y: np.ndarray) -> float:
-        """Mean over voxels of the correlation between Y and the prediction (the paper's accuracy)."""
-        return float(self.score_voxels(X, Y).mean())
+    def _layers(self, X: Sequence[np.ndarray] | np.ndarray, name: str, *, reset: bool = False) -> list[np.ndarray]:
+        """X as per-layer float32 blocks: a list of blocks as given, or one 2-D array cut by ``layer_dims``.
+
+        ``reset``: record ``n_features_in_`` and ``layer_dims_`` (fit); otherwise X must match them.
+        """
+        if _is_blocks(X):
+            blocks = _check_layers(X, name, dims=None if reset else self.layer_dims_)
+        else:
+            array = validate_data(self, X, reset=reset, dtype=[np.float32, np.float64])
+            dims = self.layer_dims_ if not reset else [array.shape[1]] if self.layer_dims is None else \
+                [int(d) for d in self.layer_dims]
+            if sum(dims) != array.shape[1] or min(dims) < 1:
+                raise ValueError(f"layer_dims={list(dims)}: must be positive and sum to the {array.shape[1]} "
+                                 f"columns of {name}")
+            blocks = _check_layers(np.split(array, np.cumsum(dims)[:-1], axis=1), name)
+        if reset:
+            self.layer_dims_ = [x.shape[1] for x in blocks]
+            self.n_features_in_ = sum(self.layer_dims_)
+        return blocks
+
+    def predict(self, X: Sequence[np.ndarray]) -> np.ndarray:
+        """Predicted responses, array of shape (n_samples, n_voxels), or (n_samples,) when fitted on a 1-D Y."""
+        check_is_fitted(self)
+        X = self._layers(X, "X")
+        pred = sum(self._layer_predictions(X)) + self.intercept_
+        return pred[:, 0] if self._single_target else pred
+
+    def score(self, X: Sequence[np.ndarray], y: np.ndarray) -> float:
+        """Mean over voxels of the correlation between y and the prediction (the paper's accuracy, not R^2)."""
+        return float(self.score_voxels(X, y).mean())
 
     def score_voxels(self, X: Sequence[np.ndarray], Y: np.ndarray) -> np.ndarray:
         """Correlation (``pcc`` kind) of each voxel, array of shape (n_voxels,); 0 for constant voxels."""
         check_is_fitted(self)
-        X = _check_layers(X, "X", dims=self.layer_dims_)
+        X = self._layers(X, "X")
         Y = _check_responses(Y, X[0].shape[0], "Y", n_voxels=self.intercept_.shape[0])
         return pearson_r_columns(Y, sum(self._layer_predictions(X)) + self.intercept_, kind=self.pcc)
 
@@ -324,7 +336,7 @@ class LayerWeightedEncoder(BaseEstimator):
         sum near 0 gives shares far outside [0, 1] (inf or NaN for a sum of exactly 0).
         """
         check_is_fitted(self)
-        X = _check_layers(X, "X", dims=self.layer_dims_)
+        X = self._layers(X, "X")
         Y = _check_responses(Y, X[0].shape[0], "Y", n_voxels=self.intercept_.shape[0])
         parts = self._layer_predictions(X)
         r = np.array([pearson_r_columns(Y, part + self.intercept_, kind=self.pcc).mean() for part in parts])
@@ -352,7 +364,7 @@ class LayerWeightedEncoder(BaseEstimator):
         no voxel's prediction varies.
         """
         check_is_fitted(self)
-        X = _check_layers(X, "X", dims=self.layer_dims_)
+        X = self._layers(X, "X")
         variances = np.stack([part.var(axis=0, dtype=np.float64) for part in self._layer_predictions(X)])
         total = variances.sum(axis=0)
         varying = total > 0
@@ -396,10 +408,13 @@ class LayerWeightedEncoder(BaseEstimator):
         return self._parts_cache[key]
 
 
+def _is_blocks(X: object) -> bool:
+    """Whether X is a list (or tuple) of 2-D per-layer blocks, rather than one 2-D array-like."""
+    return isinstance(X, (list, tuple)) and len(X) > 0 and all(getattr(x, "ndim", 0) == 2 for x in X)
+
+
 def _check_layers(X: Sequence[np.ndarray], name: str, dims: Sequence[int] | None = None) -> list[np.ndarray]:
     """Layer blocks as finite 2-D float32 arrays with equal rows (and the fitted dims, if given)."""
-    if isinstance(X, np.ndarray) or not isinstance(X, Sequence) or len(X) == 0:
-        raise ValueError(f"{name} must be a non-empty list of per-layer arrays (n_samples, n_features_l)")
     blocks = [np.asarray(x, dtype=np.float32) for x in X]
     for i, x in enumerate(blocks):
         if x.ndim != 2:
@@ -416,10 +431,13 @@ def _check_layers(X: Sequence[np.ndarray], name: str, dims: Sequence[int] | None
 
 
 def _check_responses(Y: np.ndarray, n_samples: int, name: str, n_voxels: int | None = None) -> np.ndarray:
-    """Responses as a finite 2-D array with the features' row count (and the fitted voxel count)."""
+    """Responses as a finite 1-D or 2-D array with the features' row count (and the fitted voxel count)."""
     Y = np.asarray(Y)
-    if Y.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n_samples, n_voxels); got shape {Y.shape}")
+    if Y.ndim not in (1, 2) or not np.issubdtype(Y.dtype, np.number) or np.iscomplexobj(Y):
+        raise ValueError(f"{name} must be a real array of shape (n_samples, n_voxels) or (n_samples,); "
+                         f"got shape {Y.shape}, dtype {Y.dtype}")
+    if n_voxels is not None and Y.ndim == 1:
+        Y = Y[:, None]
     if Y.shape[0] != n_samples:
         raise ValueError(f"{name} has {Y.shape[0]} rows but the features have {n_samples}")
     if n_voxels is not None and Y.shape[1] != n_voxels:

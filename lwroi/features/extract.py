@@ -1,4 +1,4 @@
-"""DNN layer activations of video clips: model loading, layer choice, batched extraction.
+"""DNN layer activations of video clips: the extractor of a config, its pre-work check, batched extraction.
 
 A clip's feature vector for a layer is the mean of that layer's activations over the
 clip's sampled frames. Frames of consecutive clips share forward batches, and clips are
@@ -8,9 +8,7 @@ decoded in background threads while the network runs.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import itertools
-import pickle
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -20,208 +18,34 @@ from typing import Any
 
 import numpy as np
 import torch
-import torchvision
 from PIL import Image
 from torch.nn import functional as F
-from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+from torchvision.models.feature_extraction import create_feature_extractor
 from torchvision.transforms import functional as TF
 
-from lwroi._io import sha256_file
 from lwroi.config import FeatureConfig
 from lwroi.exceptions import ConfigError, DataLayoutError, RandomWeightsWarning
+from lwroi.features.layers import layer_problems, resolve_layers
 from lwroi.features.video import read_video_frames
-
-ALEXNET_LAYERS: dict[str, str] = {
-    "conv1": "features.2",
-    "conv2": "features.5",
-    "conv3": "features.7",
-    "conv4": "features.9",
-    "conv5": "features.12",
-    "fc6": "classifier.2",
-    "fc7": "classifier.5",
-    "fc8": "classifier.6",
-}
-"""The paper's eight AlexNet layers: conv blocks after their ReLU/max-pool, fc6/fc7 after ReLU, fc8 logits."""
+from lwroi.features.weights import load_model, weights_problems
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RESIZES = ("square", "shorter")
-N_DEFAULT_BLOCKS = 8
-_NORMS = (torch.nn.BatchNorm2d, torch.nn.BatchNorm1d, torch.nn.LayerNorm, torch.nn.GroupNorm)
-_DROPOUTS = (torch.nn.Dropout, torch.nn.Dropout2d)
 
 
-def _graph_nodes(model: torch.nn.Module) -> list[str]:
-    """Node names of the model's eval-mode graph, input excluded."""
-    _, eval_nodes = get_graph_node_names(model, suppress_diff_warning=True)
-    return [n for n in eval_nodes if n != "x"]
-
-
-def _default_nodes(model: torch.nn.Module, nodes: list[str]) -> dict[str, str]:
-    """About eight evenly spaced block outputs plus the final output.
-
-    A block is a sub-module with parameters (normalisation layers excluded: they belong
-    to the layer before them), taken at the shallowest module depth that offers at least
-    ``N_DEFAULT_BLOCKS`` blocks. Its output is read after the parameter-free operations that
-    follow it in the same container (ReLU, pooling), dropout aside; on AlexNet this picks
-    exactly the paper's layers.
-    """
-    modules = dict(model.named_modules())
-    final = nodes[-1]
-
-    def is_block(name: str) -> bool:
-        module = modules.get(name)
-        return (
-            module is not None
-            and not isinstance(module, _NORMS)
-            and any(True for _ in module.parameters())
-            and final != name
-            and not final.startswith(name + ".")
-        )
-
-    outputs: dict[str, str] = {}
-    for depth in (1, 2, 3, 4):
-        outputs, current, parent = {}, None, ""
-        for node in nodes[:-1]:
-            prefix = ".".join(node.split(".")[:depth])
-            if is_block(prefix):
-                current, parent = prefix, prefix.rpartition(".")[0]
-            elif current != prefix and parent and not node.startswith(parent + "."):
-                current = None
-            if current is not None and not isinstance(modules.get(node), _DROPOUTS):
-                outputs[current] = node
-        if len(outputs) >= N_DEFAULT_BLOCKS:
-            break
-    chosen = list(outputs.values())
-    if len(chosen) > N_DEFAULT_BLOCKS:
-        chosen = [chosen[i] for i in np.rint(np.linspace(0, len(chosen) - 1, N_DEFAULT_BLOCKS)).astype(int)]
-    return {node: node for node in [*chosen, final]}
-
-
-def resolve_layers(model_name: str, model: torch.nn.Module, layers: tuple[str, ...] | list[str]) -> dict[str, str]:
-    """Map display names to graph nodes of ``model``.
-
-    Parameters
-    ----------
-    model_name : str
-        torchvision name of ``model``; ``"alexnet"`` gets the paper's layers by default and
-        also accepts their names (``conv1`` ... ``fc8``) as entries.
-    model : torch.nn.Module
-    layers : sequence of str
-        Entries ``"node"`` or ``"alias=node"``; empty selects the default layers.
+def build_extractor(f: FeatureConfig, *, device: str | torch.device) -> tuple[LayerFeatureExtractor, dict[str, Any]]:
+    """The extractor of the feature settings ``f`` on ``device``, and its weights' provenance.
 
     Returns
     -------
-    layers : dict of str to str
-        Display name -> graph node name, in network order of the request.
-
-    Raises
-    ------
-    ConfigError
-        An entry names no node of the graph, or two entries share a display name.
-    """
-    if model_name == "alexnet" and not layers:
-        return dict(ALEXNET_LAYERS)
-    nodes = _graph_nodes(model)
-    if not layers:
-        return _default_nodes(model, nodes)
-    known = set(nodes)
-    resolved: dict[str, str] = {}
-    for entry in layers:
-        alias, sep, node = entry.partition("=")
-        alias, node = alias.strip(), node.strip()
-        if not sep:
-            node = ALEXNET_LAYERS.get(alias, alias) if model_name == "alexnet" else alias
-        if node not in known:
-            close = difflib.get_close_matches(node, nodes, n=5, cutoff=0.5) or nodes[:: max(1, len(nodes) // 8)]
-            raise ConfigError(
-                f"layer {entry!r}: {node!r} is not a node of {model_name}'s graph; "
-                f"valid nodes include: {', '.join(close)} "
-                "(all: torchvision.models.feature_extraction.get_graph_node_names)"
-            )
-        if alias in resolved:
-            raise ConfigError(f"layer {entry!r}: display name {alias!r} is given twice")
-        resolved[alias] = node
-    return resolved
-
-
-def load_model(model_name: str, *, weights: str, seed: int, weights_sha256: str = "") -> tuple[torch.nn.Module, dict]:
-    """Build a torchvision classification model with random or local weights.
-
-    Weights are never downloaded: ``weights`` is ``"random"`` (seeded, reproducible, and
-    flagged with a :class:`RandomWeightsWarning`) or the path of a local state-dict file.
-
-    Returns
-    -------
-    model : torch.nn.Module
-        In eval mode, on the CPU.
+    extractor : LayerFeatureExtractor
     info : dict
-        ``model``, ``weights`` ("random" or the path), ``sha256`` (of the file, "" when
-        random), ``random_init``, ``seed``: provenance to store beside the features.
-
-    Raises
-    ------
-    ConfigError
-        Unknown model name, checksum mismatch, or a state dict that does not fit the model.
-    FileNotFoundError
-        The weights file does not exist.
+        The weights' provenance (see :func:`~lwroi.features.weights.load_model`).
     """
-    valid = torchvision.models.list_models(module=torchvision.models)
-    if model_name not in valid:
-        close = difflib.get_close_matches(model_name, valid, n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ConfigError(
-            f"model {model_name!r} is not a torchvision classification model{hint}; "
-            "valid names: torchvision.models.list_models(module=torchvision.models)"
-        )
-    info: dict[str, Any] = {"model": model_name, "weights": "random", "sha256": "", "random_init": True, "seed": seed}
-    if weights == "random":
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = torchvision.models.get_model(model_name, weights=None)
-        warnings.warn(
-            f"{model_name}: randomly initialised weights (seed {seed}); features do not come from a trained "
-            "network. Pass a local state-dict file as weights for trained features.",
-            RandomWeightsWarning,
-            stacklevel=2,
-        )
-        return model.eval(), info
-
-    path = Path(weights)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: weights file not found (weights are never downloaded)")
-    digest = sha256_file(path)
-    if weights_sha256 and digest != weights_sha256.lower():
-        raise ConfigError(f"{path}: sha256 is {digest}, expected {weights_sha256}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # torch's text advises weights_only=False, which would run the file's code
-        raise ConfigError(f"{path}: refused for safety: the file holds objects other than tensors (a pickle that "
-                          "could run code when loaded); lwroi loads weights only as a state dict of tensors, e.g. "
-                          "saved with torch.save(model.state_dict(), path)") from None
-    except Exception as exc:
-        raise ConfigError(f"{path}: not a loadable torch state dict ({type(exc).__name__}: {exc})") from None
-    if not isinstance(state, dict):
-        raise ConfigError(f"{path}: holds a {type(state).__name__}, expected a state dict (name -> tensor)")
-    model = torchvision.models.get_model(model_name, weights=None)
-    _load_state(model, state, path, model_name)
-    info.update(weights=str(path), sha256=digest, random_init=False)
-    return model.eval(), info
-
-
-def _load_state(model: torch.nn.Module, state: dict, path: Path, model_name: str) -> None:
-    expected = set(model.state_dict())
-    missing = sorted(expected - set(state))
-    unexpected = sorted(set(state) - expected)
-    if missing or unexpected:
-        raise ConfigError(
-            f"{path}: state dict does not fit {model_name}: "
-            f"{len(missing)} missing keys {missing[:5]}, {len(unexpected)} unexpected keys {unexpected[:5]}"
-        )
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ConfigError(f"{path}: state dict does not fit {model_name}: {exc}") from None
+    model, info = load_model(f.model, weights=f.weights, seed=f.seed, weights_sha256=f.weights_sha256)
+    layers = resolve_layers(f.model, model, f.layers)
+    return LayerFeatureExtractor(model, layers, image_size=f.image_size, device=device, resize=f.resize), info
 
 
 def model_problems(f: FeatureConfig) -> list[str]:
@@ -240,7 +64,7 @@ def model_problems(f: FeatureConfig) -> list[str]:
             model, _ = load_model(f.model, weights="random", seed=f.seed)
     except ConfigError as exc:
         return [f"features.model: {exc}"]
-    layers, problems = _layer_problems(f.model, model, f.layers)
+    layers, problems = layer_problems(f.model, model, f.layers)
     if layers is not None:
         try:
             LayerFeatureExtractor(model, layers, image_size=f.image_size, device="cpu", resize=f.resize)
@@ -248,32 +72,8 @@ def model_problems(f: FeatureConfig) -> list[str]:
             problems.append(f"features.image_size = {f.image_size}: {f.model} fails on a {f.image_size}x"
                             f"{f.image_size} frame ({type(exc).__name__}: {exc})")
     if f.weights != "random":
-        problems += _weights_problems(f)
+        problems += weights_problems(f)
     return problems
-
-
-def _layer_problems(model_name: str, model: torch.nn.Module, layers: tuple[str, ...]
-                    ) -> tuple[dict[str, str] | None, list[str]]:
-    """The resolved layers, or None and a line per bad entry (the whole list stops at its first bad entry)."""
-    try:
-        return resolve_layers(model_name, model, layers), []
-    except ConfigError as whole:
-        problems = []
-        for entry in layers:
-            try:
-                resolve_layers(model_name, model, [entry])
-            except ConfigError as exc:
-                problems.append(f"features.layers: {exc}")
-        return None, problems or [f"features.layers: {whole}"]  # each entry alone is fine: a repeated name
-
-
-def _weights_problems(f: FeatureConfig) -> list[str]:
-    """The weights file's problem, if any."""
-    try:
-        load_model(f.model, weights=f.weights, seed=f.seed, weights_sha256=f.weights_sha256)
-    except (ConfigError, OSError) as exc:
-        return [f"features.weights: {exc}"]
-    return []
 
 
 class LayerFeatureExtractor:

@@ -3,7 +3,8 @@
 Arrays are written first and the JSON marker last, each atomically, so a folder with a
 marker is complete and a killed write never looks finished. The marker holds the sha256 of
 every array, so a garbled file is found when the folder is opened, not used. Stores are
-reused by every run that asks for the same features.
+reused by every run that asks for the same features: their folders are named by a hash of the
+videos and of every feature setting (:func:`feature_paths`).
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lwroi._io import atomic_save_npy, atomic_write_json, sha256_file_cached
+from lwroi.config import Config, FeatureConfig, stable_hash
+from lwroi.data import VideoFingerprint
 from lwroi.exceptions import DataLayoutError
 
 META_FILE = "meta.json"
@@ -25,6 +29,67 @@ SHARD_FILE = "shard.json"
 SHARD_INDICES = "video_indices.npy"
 _RESERVED = ("layers", "dims", "splits", "shapes", "files", "sha256")
 _SAFE_SPLIT = re.compile(r"[A-Za-z0-9_-]+")
+
+NOT_HASHED: dict[str, str] = {
+    "store_dir": "where the stores live, not what they hold",
+    "batch_size": "frames per forward pass: speed, not the features",
+}
+"""The feature settings that no store folder's name holds, and why; every other one does."""
+
+REDUCTION_FIELDS = ("reduction", "reduce_layers", "srp_eps", "pca_ratio", "test_scaler", "scale_floor",
+                    "restandardize")
+"""Feature settings of the reduced store alone. Every other hashed setting, one added later included, names
+the raw shards' folder (and so the store inside it): a setting nobody sorted can only cost a new extraction.
+``seed`` (random weights, and the random projection) enters both hashes."""
+
+SPLIT_FIELDS = ("n_train_videos", "n_test", "split_seed", "test_order")
+"""Data settings that decide the reduced store's rows."""
+
+_OMIT = object()
+_CANONICAL: dict[str, Callable[[FeatureConfig], Any]] = {
+    "frame_count": lambda f: f.frame_count if f.frame_sampling == "count" else None,
+    # stride sampling keeps the 0-based frames k-1, 2k-1, ... since issue 9: the pair marks the new frames
+    "frame_stride": lambda f: [f.frame_stride - 1, f.frame_stride] if f.frame_sampling == "stride" else None,
+    "resize": lambda f: f.resize if f.resize != "square" else _OMIT,  # added later; square is the old frames
+    "srp_eps": lambda f: f.srp_eps if f.reduction == "srp" else None,
+    "pca_ratio": lambda f: f.pca_ratio if f.reduction == "pca" else None,
+}
+"""How a setting enters its hash where its value alone would say too much: a setting that does not change
+the features under the others (``frame_stride`` under count sampling) is None, and a setting added later
+is left out at the value that gives the features of before, so the stores of earlier runs stay valid."""
+
+
+@dataclass(frozen=True)
+class FeaturePaths:
+    """Where a config's features live: raw shards (per extraction settings) and the reduced store."""
+
+    raw_root: Path
+    store: Path
+
+    def raw_shard(self, shard: int) -> Path:
+        return self.raw_root / "raw" / f"shard-{shard:03d}"
+
+
+def _hashed(f: FeatureConfig, names: Sequence[str]) -> dict[str, Any]:
+    values = {name: _CANONICAL[name](f) if name in _CANONICAL else getattr(f, name) for name in names}
+    return {name: value for name, value in values.items() if value is not _OMIT}
+
+
+def feature_paths(cfg: Config, videos: Sequence[VideoFingerprint]) -> FeaturePaths:
+    """Content-addressed store folders: same videos + same settings => same folder, reused by any run.
+
+    The videos enter by name, size and sha256 of their bytes, so a clip replaced in place (same
+    name and size) gets new features instead of the stale ones. Every field of the features
+    section enters a hash, but for those in :data:`NOT_HASHED`: the raw shards' folder hashes the
+    videos and all but :data:`REDUCTION_FIELDS`, the store inside it those and the rows
+    (:data:`SPLIT_FIELDS`). So a setting added to the config can never reuse a stale store.
+    """
+    f = cfg.features
+    extraction = [fld.name for fld in fields(f) if fld.name not in NOT_HASHED and fld.name not in REDUCTION_FIELDS]
+    raw_key = {"videos": [list(v) for v in videos], **_hashed(f, extraction)}
+    store_key = {**_hashed(f, (*REDUCTION_FIELDS, "seed")), **{k: getattr(cfg.data, k) for k in SPLIT_FIELDS}}
+    raw_root = Path(f.store_dir) / f"{f.model}-{stable_hash(raw_key)}"
+    return FeaturePaths(raw_root, raw_root / f"{f.reduction}-{stable_hash(store_key)}")
 
 
 def _file_stems(layers: Sequence[str]) -> dict[str, str]:
@@ -193,7 +258,8 @@ def feature_store_complete(path: str | Path) -> bool:
     return True
 
 
-def save_raw_shard(folder: str | Path, features: dict[str, np.ndarray], video_indices: np.ndarray) -> None:
+def save_raw_shard(folder: str | Path, features: dict[str, np.ndarray], video_indices: np.ndarray,
+                   meta: dict[str, Any] | None = None) -> None:
     """Write one extraction shard: one array per layer, the video indices, then its marker.
 
     Parameters
@@ -202,6 +268,10 @@ def save_raw_shard(folder: str | Path, features: dict[str, np.ndarray], video_in
     features : dict of layer to ndarray of shape (n_videos, n_features)
     video_indices : int ndarray of shape (n_videos,)
         Which videos the rows are.
+    meta : dict, optional
+        What the extraction knew beside the arrays (weights provenance, which layers are
+        spatial), JSON-serialisable; recorded in the marker, so the store is built from the
+        shards without the network.
     """
     folder = Path(folder)
     video_indices = np.asarray(video_indices)
@@ -222,6 +292,7 @@ def save_raw_shard(folder: str | Path, features: dict[str, np.ndarray], video_in
             "files": files,
             "shapes": {layer: list(a.shape) for layer, a in features.items()},
             "n_videos": len(video_indices),
+            "meta": dict(meta or {}),
             "sha256": {name: sha256_file_cached(folder / name) for name in [*files.values(), SHARD_INDICES]},
         },
     )
@@ -236,6 +307,9 @@ def _read_shard_marker(folder: Path) -> dict[str, Any]:
         raise DataLayoutError(f"{folder}: incomplete extraction shard: no {SHARD_FILE}") from None
     except (ValueError, KeyError, TypeError) as exc:
         raise DataLayoutError(f"{folder / SHARD_FILE}: unreadable shard marker ({type(exc).__name__}: {exc})") from None
+    if "meta" not in marker:
+        raise DataLayoutError(f"{folder}: extraction shard of an older lwroi (its {SHARD_FILE} has no meta); "
+                              "the shard is extracted again")
     for layer in marker["layers"]:
         file = folder / marker["files"][layer]
         shape = _npy_shape(file)
@@ -262,18 +336,20 @@ def raw_shard_complete(folder: str | Path) -> bool:
     return True
 
 
-def load_raw_shards(folders: Sequence[str | Path]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def load_raw_shards(folders: Sequence[str | Path]) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, Any]]:
     """Concatenate extraction shards in the given order.
 
     Returns
     -------
     features : dict of layer to ndarray of shape (n_videos, n_features)
     video_indices : int ndarray of shape (n_videos,)
+    meta : dict
+        The shards' ``meta`` (see :func:`save_raw_shard`).
 
     Raises
     ------
     DataLayoutError
-        A shard is incomplete, or shards disagree on layers or feature sizes.
+        A shard is incomplete, or shards disagree on layers, feature sizes or meta.
     """
     folders = [Path(f) for f in folders]
     if not folders:
@@ -284,6 +360,10 @@ def load_raw_shards(folders: Sequence[str | Path]) -> tuple[dict[str, np.ndarray
     for folder, other in zip(folders[1:], layouts[1:], strict=True):
         if other != layout:
             raise DataLayoutError(f"{folder}: shard layers or feature sizes differ from those of {folders[0]}")
+    for folder, marker in zip(folders[1:], markers[1:], strict=True):
+        if marker["meta"] != markers[0]["meta"]:
+            raise DataLayoutError(f"{folder}: shard meta {marker['meta']} differs from {folders[0]}'s "
+                                  f"{markers[0]['meta']}")
     n_total = sum(m["n_videos"] for m in markers)
     features = {}
     for layer, n_features in layout:
@@ -291,4 +371,4 @@ def load_raw_shards(folders: Sequence[str | Path]) -> tuple[dict[str, np.ndarray
         features[layer] = np.empty((n_total, n_features), dtype=parts[0].dtype)
         np.concatenate(parts, out=features[layer])
     indices = np.concatenate([np.load(f / SHARD_INDICES) for f in folders])
-    return features, indices
+    return features, indices, markers[0]["meta"]

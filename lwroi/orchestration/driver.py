@@ -18,9 +18,14 @@ from typing import Any
 from lwroi.config import Config
 from lwroi.data import check_dataset, list_videos
 from lwroi.data.algonauts import response_problems
-from lwroi.exceptions import DataLayoutError, LwroiError
-from lwroi.orchestration.devices import choose_device, threads_per_rank
-from lwroi.orchestration.environment import JobEnvironment, check_launch, read_environment
+from lwroi.exceptions import DataLayoutError, DeviceError, LwroiError
+from lwroi.orchestration.environment import (
+    JobEnvironment,
+    check_launch,
+    read_environment,
+    threads_per_rank,
+    visible_devices,
+)
 from lwroi.orchestration.journal import Journal
 from lwroi.orchestration.lock import LaunchLock
 from lwroi.orchestration.plan import PHASES, Unit, build_plan, shard_units
@@ -30,6 +35,7 @@ from lwroi.orchestration.rundir import prepare_run_dir
 from lwroi.orchestration.schedule import (
     EXIT_USAGE,
     StopFlag,
+    abort_on_error,
     combine_exit_codes,
     execute,
     node_local_rank,
@@ -90,7 +96,7 @@ def _agree(comm: Any, action: Any) -> Any:
 
 
 def _gpu_count() -> int:
-    from lwroi.encoding.devices import visible_gpu_count
+    from lwroi.encoding.devices import visible_gpu_count  # torch: not at import (login nodes)
 
     return visible_gpu_count()
 
@@ -99,12 +105,22 @@ def launch(cfg: Config, *, up_to: str = "fit", shard: tuple[int, int] | None = N
            restart: bool = False, tune_split: str = "roi") -> LaunchResult:
     """Run (or resume) the plan of ``cfg`` up to phase ``up_to`` on every rank of the world communicator.
 
+    Any exception but :class:`LaunchError` on one rank of several aborts them all
+    (:func:`~lwroi.orchestration.schedule.abort_on_error`), with that rank's traceback, instead of
+    leaving the others waiting for it.
+
     Raises
     ------
     LaunchError
         The launch cannot start (same message on every rank); nothing was computed.
     """
     comm = world_communicator(mpi)
+    with abort_on_error(comm, collective=(LaunchError,)):
+        return _launch(comm, cfg, up_to=up_to, shard=shard, restart=restart, tune_split=tune_split)
+
+
+def _launch(comm: Any, cfg: Config, *, up_to: str, shard: tuple[int, int] | None, restart: bool,
+            tune_split: str) -> LaunchResult:
     local_rank, local_size = node_local_rank(comm)
     job = read_environment(comm.rank, comm.size, local_rank=local_rank, local_size=local_size)
     try:
@@ -236,8 +252,8 @@ def _row_problems(cfg: Config, up_to: str) -> list[str]:
     if e.folds > rows // 2:
         problems.append(f"encoding.folds = {e.folds}: {have} allow at most {rows // 2} folds "
                         "(each validation fold needs >= 2 rows)")
-    if e.batch_size > rows:
-        problems.append(f"encoding.batch_size = {e.batch_size}: more than {have}")
+    if e.sgd.batch_size > rows:
+        problems.append(f"encoding.sgd.batch_size = {e.sgd.batch_size}: more than {have}")
     return problems
 
 
@@ -245,28 +261,29 @@ def _device_problems(requested: str) -> list[str]:
     """An explicit ``cuda`` device that this machine's torch does not see (``auto`` falls back to the CPU)."""
     if requested in ("auto", "cpu"):
         return []
+    from lwroi.encoding.devices import choose_device
+
     n_gpus = _gpu_count()
     try:
         choose_device(requested, 0, n_gpus)
-    except RuntimeError:
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>")
-        return [f"run.device = {requested!r}: torch sees {n_gpus} GPU(s) here (CUDA_VISIBLE_DEVICES={visible}); "
+    except DeviceError:
+        return [f"run.device = {requested!r}: torch sees {n_gpus} GPU(s) here "
+                f"(CUDA_VISIBLE_DEVICES={visible_devices() or '<unset>'}); "
                 "use run.device: auto (a GPU when one is visible, else the CPU) or cpu"]
     return []
 
 
 def _pick_device(cfg: Config, job: JobEnvironment) -> str:
     """One GPU per rank (node-local rank modulo visible GPUs), else the CPU; sets CPU threads."""
+    from lwroi.encoding.devices import choose_device, set_cpu_threads
+
     requested = cfg.run.device
     n_gpus = 0 if requested == "cpu" else _gpu_count()
     device, why = choose_device(requested, job.local_rank, n_gpus)
-    per_task = os.environ.get("SLURM_CPUS_PER_TASK", "")
     node_cpus = os.cpu_count() or 1
     bound = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else node_cpus  # Linux only
     threads = threads_per_rank(cfg.run.threads, node_cpus=node_cpus, bound_cpus=bound, local_size=job.local_size,
-                               cpus_per_task=int(per_task) if per_task.isdigit() else None)
-    from lwroi.encoding.devices import set_cpu_threads
-
+                               cpus_per_task=job.cpus_per_task)
     set_cpu_threads(threads)
     log.info("device %s (%s), %d CPU thread(s)", device, why, threads)
     return device

@@ -1,7 +1,7 @@
-"""The launch environment, read once: ranks, node-local rank, Slurm ids (submitit's JobEnvironment idea).
+"""The launch environment, read once: ranks, node-local rank, Slurm ids and CPUs (submitit's JobEnvironment idea).
 
-Lower layers never read environment variables; this object is built at start-up, logged,
-and passed down.
+Only this module reads environment variables; the object is built at start-up, logged, and
+passed down. :func:`threads_per_rank` turns it into a rank's CPU thread count.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ class JobEnvironment:
     """Ranks the launcher says it started (SLURM_NTASKS, PMI_SIZE...), to catch an MPI mismatch."""
     launcher_size_variable: str | None
     visible_devices: str | None
+    cpus_per_task: int | None = None
+    """Slurm's ``--cpus-per-task`` (``SLURM_CPUS_PER_TASK``), when Slurm started the job."""
 
     def __str__(self) -> str:
         job = f" job={self.job_id}" if self.job_id else ""
@@ -49,6 +51,11 @@ def _first_int(env: Mapping[str, str], names: tuple[str, ...]) -> tuple[int | No
         if head.strip().isdigit():
             return int(head), name
     return None, None
+
+
+def visible_devices(env: Mapping[str, str] | None = None) -> str | None:
+    """``CUDA_VISIBLE_DEVICES``: the GPUs the launcher gave this process (None: not restricted)."""
+    return (os.environ if env is None else env).get("CUDA_VISIBLE_DEVICES")
 
 
 def read_environment(rank: int, size: int, *, local_rank: int | None = None, local_size: int | None = None,
@@ -77,8 +84,27 @@ def read_environment(rank: int, size: int, *, local_rank: int | None = None, loc
         restart_count=int(env.get("SLURM_RESTART_COUNT", "0") or 0),
         launcher_size=launcher_size,
         launcher_size_variable=launcher_var,
-        visible_devices=env.get("CUDA_VISIBLE_DEVICES"),
+        visible_devices=visible_devices(env),
+        cpus_per_task=_first_int(env, ("SLURM_CPUS_PER_TASK",))[0],
     )
+
+
+def threads_per_rank(requested: int, *, node_cpus: int, bound_cpus: int, local_size: int,
+                     cpus_per_task: int | None = None) -> int:
+    """CPU threads for one rank.
+
+    ``requested`` (``run.threads``) if set; else Slurm's ``--cpus-per-task`` (``SLURM_CPUS_PER_TASK``);
+    else the CPUs the launcher bound this rank to, when it bound it to fewer than the node has;
+    else the node's CPUs shared by the ranks on it. ``os.cpu_count()`` alone counts the whole node,
+    so on a shared cluster node every rank would start a thread per core of the node.
+    """
+    if requested > 0:
+        return requested
+    if cpus_per_task:
+        return cpus_per_task
+    if 0 < bound_cpus < node_cpus:
+        return bound_cpus
+    return max(1, node_cpus // max(1, local_size))
 
 
 def check_launch(job: JobEnvironment) -> None:

@@ -77,10 +77,13 @@ def tune_units(cfg: Config, subject: str, roi: str, cost: float, split: str) -> 
 def uses_grid(cfg: Config) -> bool:
     """Whether the solver takes its (wc, lay) from the tune/select grid search.
 
-    The kernel solver chooses its layer weights and ridge strengths inside each fit's own
-    training rows (GCV), so its plan has no tune or select units and fits follow the features.
+    Its registry entry says so (``lwroi.encoding.SOLVERS[name].uses_grid``, which is its options
+    class's, read here from the config without importing the solver: a plan is built on login
+    nodes without torch). The kernel solver chooses its layer weights and ridge strengths inside
+    each fit's own training rows (GCV), so its plan has no tune or select units and fits follow
+    the features.
     """
-    return cfg.encoding.solver == "sgd"
+    return type(cfg.encoding.options).uses_grid
 
 
 def build_plan(cfg: Config, roi_cost: Callable[[str, str], float], *, up_to: str = "fit",

@@ -4,7 +4,8 @@ On a terminal the console log handler keeps one status line (units done/total, E
 current unit's epoch or video count) under the scrolling log, redrawn in place with a carriage
 return. Written to a file or a pipe (a Slurm output file), it never writes that line: the log
 gets a plain ``progress:`` line at most every ``interval`` seconds and at the end, so batch
-logs hold no carriage-return spam.
+logs hold no carriage-return spam. The status line and the run's progress it shows belong to
+that handler (:class:`StatusConsole`), not to module state.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ class StatusConsole(logging.StreamHandler):
         super().__init__(stream)
         self.live = bool(getattr(stream, "isatty", lambda: False)())
         self.status = ""
+        self.progress = ""
+        """The run's progress (:class:`ProgressReporter`), which a unit's detail follows on the status line."""
 
     def set_status(self, text: str) -> None:
         """Show ``text`` as the status line (terminal only); an empty text clears it."""
@@ -39,6 +42,16 @@ class StatusConsole(logging.StreamHandler):
             self.stream.write("\r" + self.status + "\033[K")
             self.flush()
 
+    def set_progress(self, text: str, *, draw: bool = True) -> None:
+        """Make ``text`` the run's progress (empty: none) and, with ``draw``, the status line."""
+        self.progress = text
+        if draw:
+            self.set_status(text)
+
+    def set_detail(self, current: str) -> None:
+        """Show what the running unit is doing after the run's progress."""
+        self.set_status(f"{self.progress} | {current}" if self.progress else current)
+
     def emit(self, record: logging.LogRecord) -> None:
         if self.live and self.status:
             self.stream.write("\r\033[K")  # the log line takes the status line's place ...
@@ -48,11 +61,21 @@ class StatusConsole(logging.StreamHandler):
             self.flush()
 
 
+def _consoles() -> list[StatusConsole]:
+    """The status consoles of the lwroi logger (the one :func:`~lwroi.orchestration.driver.setup_logging` adds)."""
+    return [handler for handler in log.handlers if isinstance(handler, StatusConsole)]
+
+
 def show_status(text: str) -> None:
     """Set the live status line of the lwroi console (a no-op when it is not a terminal)."""
-    for handler in log.handlers:
-        if isinstance(handler, StatusConsole):
-            handler.set_status(text)
+    for console in _consoles():
+        console.set_status(text)
+
+
+def show_detail(current: str) -> None:
+    """Show what the running unit is doing next to the run's progress (terminal only)."""
+    for console in _consoles():
+        console.set_detail(current)
 
 
 def format_seconds(seconds: float) -> str:
@@ -76,36 +99,25 @@ class ProgressReporter:
         self.started = clock()
         self.last_logged: float | None = None
         self.text = f"progress: 0/{total} units handed out"
-        _ACTIVE.append(self)
+        self._show(self.text, draw=False)
+
+    @staticmethod
+    def _show(text: str, *, draw: bool = True) -> None:
+        """Make ``text`` the run's progress on the lwroi console; a unit's detail follows it."""
+        for console in _consoles():
+            console.set_progress(text, draw=draw)
 
     def update(self, handed: int) -> None:
         """Report that ``handed`` units are handed out: the status line always, the log now and then."""
         elapsed = self.clock() - self.started
         eta = elapsed / handed * (self.total - handed) if handed else 0.0
         self.text = f"progress: {handed}/{self.total} units handed out, ETA {format_seconds(eta)}"
-        show_status(self.text)
+        self._show(self.text)
         now = self.clock()
         if handed >= self.total or self.last_logged is None or now - self.last_logged >= self.interval:
             log.info(self.text)
             self.last_logged = now
 
-    def detail(self, current: str) -> None:
-        """Add what the current unit is doing (an epoch, a video count) to the status line."""
-        show_status(f"{self.text} | {current}")
-
     def close(self) -> None:
         """Clear the status line, so the shell prompt starts on a clean line."""
-        if self in _ACTIVE:
-            _ACTIVE.remove(self)
-        show_status("")
-
-
-_ACTIVE: list[ProgressReporter] = []
-
-
-def show_detail(current: str) -> None:
-    """Show what the running unit is doing next to the run's progress (terminal only)."""
-    if _ACTIVE:
-        _ACTIVE[-1].detail(current)
-    else:
-        show_status(current)
+        self._show("")

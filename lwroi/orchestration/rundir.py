@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lwroi._io import atomic_write_json, atomic_write_text
-from lwroi.config import Config, config_from_dict, dump_config, result_settings
+from lwroi.config import Config, config_from_dict, dump_config, result_settings, upgrade_settings
 from lwroi.data import VideoFingerprint, data_changes, data_fingerprint
 from lwroi.exceptions import ConfigError, ConfigMismatchError
 from lwroi.orchestration.journal import pid_alive
@@ -153,7 +153,7 @@ def load_run_config(run_dir: str | Path) -> Config:
         raise ConfigError(f"{run_dir}: not an lwroi run directory (no {CONFIG_FILE})")
     import yaml
 
-    return config_from_dict(yaml.safe_load(path.read_text()), source=str(path))
+    return config_from_dict(upgrade_settings(yaml.safe_load(path.read_text()) or {}), source=str(path))
 
 
 def run_fingerprint(run_dir: str | Path) -> str:

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 import time
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,9 +111,6 @@ class SelfComm:
     def allreduce(self, value: int, op: Any = None) -> int:
         return value
 
-    def Abort(self, code: int = 1) -> None:
-        raise SystemExit(code)
-
 
 def world_communicator(mode: str) -> Any:
     """``COMM_WORLD`` when MPI is wanted (``mpi``) or available (``auto``), else :class:`SelfComm`.
@@ -128,6 +128,29 @@ def world_communicator(mode: str) -> Any:
         log.info("running as one process: MPI unavailable (%s)", exc)
         return SelfComm()
     return MPI.COMM_WORLD
+
+
+@contextmanager
+def abort_on_error(comm: Any, collective: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+    """Abort every rank of ``comm`` when an exception leaves this block on one rank (as ``python -m mpi4py`` does).
+
+    An exception that only one rank raises leaves the others waiting in their next collective
+    call (a ``bcast``, a barrier) until the job's time limit. Here it prints its traceback and
+    aborts the communicator, so the launch ends at once with a non-zero exit code. Exceptions
+    of the ``collective`` types are raised by every rank together and pass through; so does
+    everything when ``comm`` has one rank.
+    """
+    try:
+        yield
+    except collective:
+        raise
+    except BaseException:
+        if comm.size > 1:
+            sys.stderr.write(f"lwroi: rank {comm.rank} of {comm.size} failed; aborting all ranks\n"
+                             + traceback.format_exc())
+            sys.stderr.flush()
+            comm.Abort(1)
+        raise
 
 
 def node_local_rank(comm: Any) -> tuple[int, int]:

@@ -16,20 +16,12 @@ import numpy as np
 
 from lwroi._io import atomic_path, atomic_write_bytes
 from lwroi.data import ROI_TRACKS
-from lwroi.exceptions import LwroiError
+from lwroi.exceptions import IncompleteRunError, LwroiError
 from lwroi.orchestration.plan import Unit
 from lwroi.orchestration.results import ResultStore
 
 Submission = dict[str, dict[str, dict[str, np.ndarray]]]
 """track -> ROI -> subject -> predictions (n_challenge_videos, n_voxels), float32."""
-
-
-class IncompleteRunError(LwroiError):
-    """Fit units are missing or failed, so no complete submission can be written."""
-
-    def __init__(self, missing: list[str]) -> None:
-        super().__init__(f"{len(missing)} fit unit(s) missing or failed: {', '.join(missing)}")
-        self.missing = missing
 
 
 def collect_submission(store: ResultStore, units: list[Unit]) -> tuple[Submission, int]:

@@ -5,7 +5,8 @@ layer profile (each layer's share of the predicted variance: the paper's central
 so that it means the same for every solver), then the raw layer weights and the layer
 contributions, held-out accuracy per ROI with every subject's value and the noise ceiling, the
 chosen hyper-parameters, SGD learning curves, and the two tables. Figures are PNG files beside
-``index.html`` (matplotlib, Agg backend: no display needed on a cluster node); every file is
+``index.html``, drawn with matplotlib's object API (``matplotlib.figure.Figure``, no pyplot): no
+display is needed on a cluster node and the process-wide backend is left alone; every file is
 written atomically.
 """
 
@@ -86,28 +87,23 @@ def write_report(run_dir: str | Path, store: ResultStore, out_dir: str | Path | 
 
 
 def _save(out: Path, name: str, figure) -> str:
-    import matplotlib.pyplot as plt
-
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
     atomic_write_bytes(out / name, buffer.getvalue())
     return name
 
 
-def _pyplot():
-    import matplotlib
+def _new_figure(width: float, height: float):
+    """A matplotlib figure of its own (not pyplot's): it renders PNGs without a display or a backend switch."""
+    from matplotlib.figure import Figure as MatplotlibFigure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return MatplotlibFigure(figsize=(width, height))
 
 
 def _heatmap(results: pd.DataFrame, rois: list[str], layers: list[str], prefix: str, label: str):
-    plt = _pyplot()
     values = results.groupby("roi")[[prefix + layer for layer in layers]].mean().reindex(rois).to_numpy(float)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * len(layers), 1.0 + 0.45 * len(rois)))
+    fig = _new_figure(1.0 + 0.75 * len(layers), 1.0 + 0.45 * len(rois))
+    ax = fig.subplots()
     image = ax.imshow(values, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(layers)), layers, rotation=45, ha="right")
     ax.set_yticks(range(len(rois)), rois)
@@ -118,8 +114,8 @@ def _heatmap(results: pd.DataFrame, rois: list[str], layers: list[str], prefix: 
 
 
 def _accuracy(results: pd.DataFrame, summary: pd.DataFrame, rois: list[str]):
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(1.5 + 0.6 * len(rois), 3.6))
+    fig = _new_figure(1.5 + 0.6 * len(rois), 3.6)
+    ax = fig.subplots()
     positions = np.arange(len(rois))
     means = summary.set_index("roi").reindex(rois)
     ax.bar(positions, means["pcc_mean"], color="#8fb3d9", label="mean over subjects")
@@ -148,11 +144,11 @@ def _learning_curves(results: pd.DataFrame, store: ResultStore, rois: list[str])
             curves[(row["roi"], row["subject"])] = (store.load_array(key, "history_val_score"), int(row["best_epoch"]))
     if not curves:
         return None
-    plt = _pyplot()
     shown = [roi for roi in rois if any(r == roi for r, _ in curves)]
     cols = min(5, len(shown))
     rows = -(-len(shown) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.2 * rows), squeeze=False, sharex=True)
+    fig = _new_figure(2.6 * cols, 2.2 * rows)
+    axes = fig.subplots(rows, cols, squeeze=False, sharex=True)
     for ax, roi in zip(axes.flat, shown, strict=False):
         for (r, subject), (curve, best) in curves.items():
             if r == roi:

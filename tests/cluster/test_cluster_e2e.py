@@ -1,9 +1,11 @@
 """The cluster path for real: the image built from containers/lwroi.def, the job chain submitted to Slurm.
 
-Each scenario submits the demo config with ``lwroi submit`` as an array of 2 tasks × 2 MPI ranks
+Each scenario submits the tiny config (tests/tiny.yaml, on all ten ROIs of its dataset so that a shard
+has work left to interrupt) with ``lwroi submit`` as an array of 2 tasks × 2 MPI ranks
 (``srun --mpi=pmi2 apptainer exec``) and checks the reduce job's summary against the plain-process
-reference run. Needs a running Slurm and apptainer (``scripts/testcluster.sh up``, as root): without
-them these tests fail, they never skip. Every wait is bounded; jobs left behind are cancelled.
+reference run of the same settings. Needs a running Slurm and apptainer (``scripts/testcluster.sh up``,
+as root): without them these tests fail, they never skip. Every wait is bounded; jobs left behind are
+cancelled.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from pathlib import Path
 import pytest
 
 from lwroi.orchestration.slurm import TaskState, parse_task_states
-from tests.conftest import DEMO_CONFIG, REPO, run_lwroi
+from tests.conftest import REPO, TINY_CONFIG, run_lwroi
 from tests.orchestration.test_mpi import assert_tables_equal, done_events
 
 pytestmark = [pytest.mark.slurm, pytest.mark.container, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 BUILD_SECONDS = 1800
+# Every ROI of the tiny dataset: 10 x (tune, select, 2 fits) = 40 units, 20 per array task.
+ALL_ROIS = ("--set", "data.rois=[V1,V2,V3,V4,LOC,EBA,FFA,STS,PPA,WB]")
 CHAIN_SECONDS = 900
 ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL",
          "DEADLINE"}
@@ -127,8 +131,8 @@ class Jobs:
         self.ids: list[str] = []
 
     def submit(self, out: str, *extra: str) -> dict[str, str]:
-        proc = run_lwroi("submit", str(DEMO_CONFIG), "--site", str(self.site), "--image", str(self.image),
-                         "--set", f"run.output_dir={out}", *extra, cwd=self.workspace, timeout=120)
+        proc = run_lwroi("submit", str(TINY_CONFIG), "--site", str(self.site), "--image", str(self.image),
+                         *ALL_ROIS, "--set", f"run.output_dir={out}", *extra, cwd=self.workspace, timeout=120)
         ids = dict(re.findall(r"^\s+(extract|array|reduce)\s+(\d+)\s", proc.stdout, re.MULTILINE))
         assert {"array", "reduce"} <= set(ids), proc.stdout
         self.ids += ids.values()
@@ -155,10 +159,18 @@ class Jobs:
             _slurm("scancel", *self.ids)
 
 
+@pytest.fixture(scope="session")
+def all_rois_run(tiny_workspace) -> Path:
+    """The submitted settings run as one plain process (no MPI): the reference every chain must match."""
+    run_lwroi("run", str(TINY_CONFIG), "--mpi", "none", *ALL_ROIS, "--set", "run.output_dir=runs/plain-all-rois",
+              cwd=tiny_workspace)
+    return tiny_workspace / "runs" / "plain-all-rois"
+
+
 @pytest.fixture
-def jobs(cluster_site, lwroi_image, demo_workspace, reference_run) -> Iterator[Jobs]:
+def jobs(cluster_site, lwroi_image, tiny_workspace, all_rois_run) -> Iterator[Jobs]:
     """Slurm checked first, then the image built, then the dataset and the reference run."""
-    submitted = Jobs(demo_workspace, cluster_site, lwroi_image)
+    submitted = Jobs(tiny_workspace, cluster_site, lwroi_image)
     yield submitted
     submitted.cancel_all()
 
@@ -197,14 +209,14 @@ def journal_events(run: Path) -> Counter:
                    for line in p.read_text().splitlines())
 
 
-def test_submitted_chain_reduces_to_the_plain_process_summary(jobs, reference_run):
+def test_submitted_chain_reduces_to_the_plain_process_summary(jobs, all_rois_run):
     out = "runs/slurm-chain"
     run = jobs.workspace / out
     ids = jobs.submit(out)
     assert "extract" in ids  # a new run directory: the extract job comes first (and reuses the feature store)
 
     assert jobs.wait_ended(ids["reduce"]) == ("COMPLETED", "0:0"), reduce_log(run, ids["reduce"])
-    assert_tables_equal(run, reference_run)
+    assert_tables_equal(run, all_rois_run)
     tasks = jobs.tasks(ids["array"])
     assert sorted(tasks) == ["0", "1"]
     assert all(t.state == "COMPLETED" for t in tasks.values()), tasks
@@ -215,7 +227,7 @@ def test_submitted_chain_reduces_to_the_plain_process_summary(jobs, reference_ru
     assert "2 of 2 array task(s) COMPLETED" in reduce_log(run, ids["reduce"])
 
 
-def test_cancelled_task_resubmitted_resumes_and_recomputes_nothing_finished(jobs, reference_run):
+def test_cancelled_task_resubmitted_resumes_and_recomputes_nothing_finished(jobs, all_rois_run):
     out = "runs/slurm-cancel"
     run, ids, task = submit_and_wait_for_busy_task(jobs, out)
     _slurm("scancel", f"{ids['array']}_{task}", check=True)
@@ -233,21 +245,21 @@ def test_cancelled_task_resubmitted_resumes_and_recomputes_nothing_finished(jobs
     again = jobs.submit(out, "--tasks", str(task))
     assert "extract" not in again  # the feature store of this run is done
     assert jobs.wait_ended(again["reduce"]) == ("COMPLETED", "0:0"), reduce_log(run, again["reduce"])
-    assert_tables_equal(run, reference_run)
+    assert_tables_equal(run, all_rois_run)
     counts = done_events(run)
     assert max(counts.values()) == 1, [k for k, v in counts.items() if v > 1]
     for path, mtime in records_before.items():
         assert path.stat().st_mtime_ns == mtime, f"{path} was rewritten"
 
 
-def test_usr1_before_the_time_limit_checkpoints_requeues_and_finishes(jobs, reference_run):
+def test_usr1_before_the_time_limit_checkpoints_requeues_and_finishes(jobs, all_rois_run):
     out = "runs/slurm-usr1"
     run, ids, task = submit_and_wait_for_busy_task(jobs, out)
     # what --signal=B:USR1@N does shortly before the time limit, sent now: to the batch shell only
     _slurm("scancel", "--signal=USR1", "--batch", f"{ids['array']}_{task}", check=True)
 
     assert jobs.wait_ended(ids["reduce"]) == ("COMPLETED", "0:0"), reduce_log(run, ids["reduce"])
-    assert_tables_equal(run, reference_run)
+    assert_tables_equal(run, all_rois_run)
     state = jobs.tasks(ids["array"])[str(task)]
     assert (state.state, state.restarts) == ("COMPLETED", 1)
     log = task_log(run, ids["array"], task)

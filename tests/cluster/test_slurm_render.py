@@ -159,7 +159,8 @@ def test_site_file_values_are_unquoted_and_expanded(site_dir):
 
 
 @pytest.mark.parametrize("line,match", [
-    ("LWROI_PARTITON=gpu", r"site.env:2: unknown key 'LWROI_PARTITON'; valid keys: LWROI_PARTITION, "),
+    ("LWROI_PARTITON=gpu", r"site.env:2: unknown key 'LWROI_PARTITON'; valid keys, with their defaults: "
+                           r"LWROI_PARTITION='', "),
     ("LWROI_SHARDS=four", r"site.env:2: LWROI_SHARDS = 'four': expected an integer"),
     ("LWROI_RANKS_PER_TASK=0", r"site.env:2: LWROI_RANKS_PER_TASK = 0: must be >= 1"),
     ("LWROI_IMAGE=$NOPE/x.sif", r"site.env:2: LWROI_IMAGE: \$NOPE is not set in the environment"),
@@ -170,6 +171,21 @@ def test_site_file_errors_name_the_line_and_key(site_dir, line, match):
     path.write_text(f"# site\n{line}\n")
     with pytest.raises(ConfigError, match=match):
         read_site(path, {})
+
+
+def test_unknown_site_key_lists_every_valid_key_with_its_default(site_dir):
+    path = site_dir / "site.env"
+    path.write_text("LWROI_GPUS=2\n")
+    with pytest.raises(ConfigError) as caught:
+        read_site(path, {})
+    listed = str(caught.value).split("valid keys, with their defaults: ", 1)[1].split(", ")
+    want = {f"LWROI_{f.name.upper()}": f.default for f in fields(SiteSettings) if f.name != "scripts_dir"}
+    assert [item.split("=", 1)[0] for item in listed] == list(want)
+    assert {"LWROI_SHARDS=4", "LWROI_TIME_FIT=08:00:00", "LWROI_APPTAINER_FLAGS=--nv", "LWROI_IMAGE=''"} <= set(listed)
+    # each listed default, written back as a site file, reads as the default
+    path.write_text("\n".join(listed) + "\n")
+    site = read_site(path, {})
+    assert all(getattr(site, f.name) == f.default for f in fields(SiteSettings) if f.name != "scripts_dir")
 
 
 def test_site_file_needs_the_batch_scripts_beside_it(tmp_path):

@@ -12,7 +12,8 @@ from lwroi.encoding import LayerWeightedEncoder
 DIMS = (6, 8, 10, 12)
 SHARES = np.array([0.4, 0.3, 0.2, 0.1])
 SETTINGS = {
-    "sgd": {"wc": 0.01, "lay": 0.01, "lr": 3e-2, "max_epochs": 80, "patience": 20, "min_delta": 1e-4},
+    "sgd": {"wc": 0.01, "lay": 0.01,
+            "solver_params": {"lr": 3e-2, "max_epochs": 80, "patience": 20, "min_delta": 1e-4}},
     "kernel": {},
 }
 

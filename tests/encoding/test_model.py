@@ -19,7 +19,13 @@ from tests.encoding.original import vectorized_correlation
 
 PROFILE = np.array([0.1, 0.3, 1.0, 0.5])
 DIMS = (8, 12, 16, 20)
-FAST = {"lr": 3e-2, "max_epochs": 60, "patience": 15, "min_delta": 1e-4, "device": "cpu"}
+FAST_SGD = {"lr": 3e-2, "max_epochs": 60, "patience": 15, "min_delta": 1e-4}
+FAST = {"solver_params": FAST_SGD, "device": "cpu"}
+
+
+def fast(**options) -> dict:
+    """FAST with some sgd options changed."""
+    return {**FAST, "solver_params": {**FAST_SGD, **options}}
 
 
 def planted_layers(
@@ -63,7 +69,7 @@ def test_fitted_attributes_have_documented_shapes(fitted):
     assert fitted.layer_weights_.shape == (4,) and (fitted.layer_weights_ >= 0).all()
     assert fitted.coef_.shape == (sum(DIMS), 10) and fitted.intercept_.shape == (10,)
     assert fitted.n_layers_ == 4 and fitted.layer_dims_ == list(DIMS) and fitted.solver_ == "sgd"
-    assert 1 <= fitted.best_epoch_ <= fitted.n_epochs_ <= FAST["max_epochs"]
+    assert 1 <= fitted.best_epoch_ <= fitted.n_epochs_ <= FAST_SGD["max_epochs"]
     assert fitted.history_["val_score"].shape == (fitted.n_epochs_,)
 
 
@@ -75,13 +81,13 @@ def test_early_stopping_uses_inner_split_by_default(fitted, planted):
 
 def test_early_stopping_uses_given_validation_set(planted):
     X, Y, X_test, Y_test = planted
-    est = LayerWeightedEncoder(wc=0.01, lay=0.01, **{**FAST, "max_epochs": 10}).fit(X, Y, X_val=X_test, Y_val=Y_test)
+    est = LayerWeightedEncoder(wc=0.01, lay=0.01, **fast(max_epochs=10)).fit(X, Y, X_val=X_test, Y_val=Y_test)
     assert est.best_score_ == pytest.approx(est.score(X_test, Y_test), abs=1e-5)
 
 
 def test_original_compatibility_options_run(planted):
     X, Y, X_test, Y_test = planted
-    est = LayerWeightedEncoder(layer_scaling="none", val_pcc="batch", metric="mse", **{**FAST, "max_epochs": 5})
+    est = LayerWeightedEncoder(layer_scaling="none", **fast(val_pcc="batch", metric="mse", max_epochs=5))
     est.fit(X, Y, X_val=X_test, Y_val=Y_test)
     assert np.isfinite(est.predict(X_test)).all()
 
@@ -142,7 +148,7 @@ def test_clone_keeps_params_and_drops_fit(fitted):
 
 def test_resume_through_estimator_equals_uninterrupted(planted, tmp_path):
     X, Y, _, _ = planted
-    params = {**FAST, "max_epochs": 12, "patience": 100}
+    params = fast(max_epochs=12, patience=100)
     full = LayerWeightedEncoder(**params).fit(X, Y)
 
     class Stop(Exception):

@@ -30,9 +30,9 @@ from tests.conftest import run_lwroi
 from tests.encoding import original
 from tests.encoding.test_model import planted_layers
 
-COMPAT = {"layer_scaling": "none", "val_pcc": "batch", "pcc": "original", "drop_last": True,
-          "contributions": "original", "metric": "pcc"}  # fmt: skip
-"""What ``compat: true`` sets on the estimator (lwroi.config.COMPAT_SETTINGS, encoding section)."""
+COMPAT = {"layer_scaling": "none", "pcc": "original", "contributions": "original"}
+COMPAT_SGD = {"val_pcc": "batch", "drop_last": True, "metric": "pcc"}
+"""What ``compat: true`` sets on the estimator and its sgd options (lwroi.config.COMPAT_SETTINGS, encoding)."""
 TOL = 1e-5
 
 
@@ -60,9 +60,9 @@ def test_compat_fit_equals_the_original_training_loop():
     X, Y = planted_layers(n=140, noise=0.5)
     X_train, Y_train, X_val, Y_val = [x[:100] for x in X], Y[:100], [x[100:] for x in X], Y[100:]
     settings = original.Settings(lr=1e-2, batch_size=16, epochs=300, patience=10, delta=1e-3)
-    est = LayerWeightedEncoder(wc=0.1, lay=0.1, lr=settings.lr, batch_size=16, max_epochs=settings.epochs,
-                               patience=settings.patience, min_delta=settings.delta, device="cpu", random_state=7,
-                               **COMPAT)  # fmt: skip
+    sgd = {"lr": settings.lr, "batch_size": 16, "max_epochs": settings.epochs, "patience": settings.patience,
+           "min_delta": settings.delta, **COMPAT_SGD}
+    est = LayerWeightedEncoder(wc=0.1, lay=0.1, solver_params=sgd, device="cpu", random_state=7, **COMPAT)
     est.fit(X_train, Y_train, X_val=X_val, Y_val=Y_val)
 
     dims = [x.shape[1] for x in X]
@@ -96,7 +96,8 @@ RUN_CONFIG = {
                  "layers": ["conv1=features.1", "conv3=features.7", "fc8=classifier.6"], "image_size": 64,
                  "reduction": "srp", "reduce_layers": "all", "srp_eps": 0.5, "store_dir": "store"},
     "encoding": {"solver": "sgd", "wc": [0.01, 10.0], "lay": [0.01, 1.0], "folds": 2, "tune_subjects": ["sub01"],
-                 "lr": 0.003, "batch_size": 16, "max_epochs": 120, "patience": 5, "min_delta": 0.001, "seed": 3},
+                 "sgd": {"lr": 0.003, "batch_size": 16, "max_epochs": 120, "patience": 5, "min_delta": 0.001},
+                 "seed": 3},
     "run": {"output_dir": "run", "extract_shards": 1, "checkpoint_every": 1000},
 }  # fmt: skip
 """100 videos, 20 held out: the final fit stops early on one 16-row batch of the held-out rows in
@@ -124,14 +125,15 @@ def replay(compat_run) -> dict:
     run = compat_run / "run"
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     data, enc = cfg["data"], cfg["encoding"]
-    compat = (enc["pcc"], enc["drop_last"], enc["fold_split"], enc["contributions"], data["test_order"])
+    sgd = enc["sgd"]
+    compat = (enc["pcc"], sgd["drop_last"], enc["fold_split"], enc["contributions"], data["test_order"])
     assert compat == ("original", True, "contiguous", "original", "permutation"), "compat=true did not take effect"
     store = open_feature_store(compat_run / unit_payload(run, "features")["store"])
     train_rows, test_rows = original.heldout_rows(data["n_train_videos"], data["n_test"], data["split_seed"])
     dims = [store.dims[layer] for layer in store.layers]
     x_train, x_test = np.hstack(store.load("train")), np.hstack(store.load("test"))
-    settings = original.Settings(lr=enc["lr"], batch_size=enc["batch_size"], epochs=enc["max_epochs"],
-                                 patience=enc["patience"], delta=enc["min_delta"])  # fmt: skip
+    settings = original.Settings(lr=sgd["lr"], batch_size=sgd["batch_size"], epochs=sgd["max_epochs"],
+                                 patience=sgd["patience"], delta=sgd["min_delta"])  # fmt: skip
     grid = [(wc, lay) for wc in enc["wc"] for lay in enc["lay"]]
     out = {"store": store, "train_rows": train_rows, "test_rows": test_rows, "layers": store.layers,
            "tune": {}, "chosen": {}, "fits": {}}  # fmt: skip
@@ -192,7 +194,7 @@ def test_results_equal_the_original(compat_run, replay):
         assert (row["wc"], row["lay"]) == replay["chosen"][roi]
         assert row["pcc"] == pytest.approx(evaluated.voxel_scores.mean(), abs=TOL)
         assert (row["best_epoch"], row["n_epochs"]) == (trained.best_epoch + 1, trained.n_epochs)
-        assert trained.n_epochs < RUN_CONFIG["encoding"]["max_epochs"], "the test needs fits that stop early"
+        assert trained.n_epochs < RUN_CONFIG["encoding"]["sgd"]["max_epochs"], "the test needs fits that stop early"
         weights = [row[f"weight_{layer}"] for layer in replay["layers"]]
         np.testing.assert_allclose(weights, trained.model.layer_weight.abs().detach().numpy(), atol=TOL)
         contributions = [row[f"contrib_{layer}"] for layer in replay["layers"]]

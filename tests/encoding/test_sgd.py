@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from lwroi.config import SGDOptions
 from lwroi.encoding import SOLVERS, get_solver, solve_sgd, stack_layer_features
 from lwroi.encoding._sgd import model_seed
 from lwroi.encoding.metrics import pearson_r_columns
@@ -28,11 +30,16 @@ def problem() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return torch.from_numpy(X), torch.from_numpy(layer_of_feature), torch.from_numpy(Y)
 
 
+OPTIONS = {f.name for f in dataclasses.fields(SGDOptions)}
+
+
 def solve(problem, **overrides):
+    """``solve_sgd`` on the problem with SETTINGS; an override that is an option goes into ``options``."""
     kwargs = {"train_idx": TRAIN, "val_idx": VAL, "wc": [0.01, 0.1, 1.0], "lay": [0.01, 1.0, 0.1], "seed": 3}
     kwargs.update(SETTINGS)
     kwargs.update(overrides)
-    return solve_sgd(*problem, **kwargs)
+    options = SGDOptions(**{key: kwargs.pop(key) for key in OPTIONS & set(kwargs)})
+    return solve_sgd(*problem, options=options, **kwargs)
 
 
 def reference_fit(X, layer_of_feature, Y, train, *, wc, lay, lr, batch_size, epochs, seed, drop_last=False):
@@ -66,7 +73,7 @@ def test_matches_plain_autograd_adam_loop(problem, drop_last):
     # 61 rows: 3 full minibatches and one of 13, which drop_last leaves out of every epoch
     result = solve(problem, train_idx=TRAIN[1:2], val_idx=VAL[1:2], wc=[0.1], lay=[0.5], seed=[11],
                    max_epochs=3, patience=100, drop_last=drop_last)  # fmt: skip
-    epochs = int(result.best_epoch[0])  # the state returned
+    epochs = int(result.best_step[0])  # the state returned
     assert epochs >= 2
     expected = reference_fit(*problem, TRAIN[1], wc=0.1, lay=0.5, lr=SETTINGS["lr"], batch_size=16, epochs=epochs,
                              seed=11, drop_last=drop_last)  # fmt: skip
@@ -87,13 +94,13 @@ def test_drop_last_in_batched_models_equals_each_model_alone(problem):
 def test_batched_models_equal_each_model_alone(problem):
     seeds = [5, 6, (7, 1)]
     batched = solve(problem, seed=seeds)
-    assert len(set(batched.n_epochs)) > 1, "the test needs models that stop at different epochs"
+    assert len(set(batched.n_steps)) > 1, "the test needs models that stop at different epochs"
     for g in range(3):
         alone = solve(problem, train_idx=[TRAIN[g]], val_idx=[VAL[g]], wc=[[0.01, 0.1, 1.0][g]],
                       lay=[[0.01, 1.0, 0.1][g]], seed=[seeds[g]])  # fmt: skip
         np.testing.assert_allclose(batched.coef[g], alone.coef[0], atol=1e-5)
         np.testing.assert_allclose(batched.intercept[g], alone.intercept[0], atol=1e-5)
-        assert batched.best_epoch[g] == alone.best_epoch[0] and batched.n_epochs[g] == alone.n_epochs[0]
+        assert batched.best_step[g] == alone.best_step[0] and batched.n_steps[g] == alone.n_steps[0]
 
 
 def test_int_seed_gives_model_g_the_stream_of_seed_and_g(problem):
@@ -124,7 +131,7 @@ def test_resume_from_saved_state_equals_uninterrupted(problem, tmp_path):
         solve(problem, on_epoch=save_and_stop, **settings)
     resumed = solve(problem, state=torch.load(tmp_path / "state.pt", weights_only=True), **settings)
     np.testing.assert_allclose(resumed.coef, full.coef, atol=1e-6)
-    np.testing.assert_array_equal(resumed.best_epoch, full.best_epoch)
+    np.testing.assert_array_equal(resumed.best_step, full.best_step)
     np.testing.assert_allclose(resumed.history["val_score"], full.history["val_score"], atol=1e-6)
 
 
@@ -137,7 +144,7 @@ def test_resume_refuses_state_of_other_settings(problem):
 
 def test_early_stopping_restores_best_state_after_patience(problem):
     result = solve(problem, train_idx=TRAIN[2:], val_idx=VAL[2:], wc=[0.01], lay=[0.01], lr=1e-1, max_epochs=60)
-    best, stopped = int(result.best_epoch[0]), int(result.n_epochs[0])
+    best, stopped = int(result.best_step[0]), int(result.n_steps[0])
     assert stopped == best + SETTINGS["patience"] < 60
     history = result.history["val_score"][0]
     assert result.best_score[0] == pytest.approx(history[best - 1])
@@ -164,9 +171,9 @@ def replay_early_stopping(history: np.ndarray, patience: int, min_delta: float) 
 def test_early_stopping_is_the_originals_rule(problem, min_delta):
     result = solve(problem, min_delta=min_delta, max_epochs=40)
     for g in range(3):
-        history = result.history["val_score"][g, : result.n_epochs[g]]
+        history = result.history["val_score"][g, : result.n_steps[g]]
         replayed = replay_early_stopping(history, SETTINGS["patience"], min_delta)
-        assert (result.best_epoch[g], result.n_epochs[g]) == replayed
+        assert (result.best_step[g], result.n_steps[g]) == replayed
 
 
 def test_an_equal_score_counts_as_an_improvement(problem):
@@ -175,10 +182,10 @@ def test_an_equal_score_counts_as_an_improvement(problem):
     X, layer_of_feature, Y = problem
     Y = Y.clone()
     Y[VAL[0]] = Y[VAL[0][0]].clone()
-    result = solve_sgd(X, layer_of_feature, Y, train_idx=TRAIN[:1], val_idx=VAL[:1], wc=[0.1], lay=[0.1], seed=0,
-                       **{**SETTINGS, "min_delta": 0.0, "max_epochs": 12})  # fmt: skip
+    result = solve((X, layer_of_feature, Y), train_idx=TRAIN[:1], val_idx=VAL[:1], wc=[0.1], lay=[0.1], seed=0,
+                   min_delta=0.0, max_epochs=12)
     assert np.all(result.history["val_score"][0] == 0.0)
-    assert result.best_epoch[0] == result.n_epochs[0] == 12
+    assert result.best_step[0] == result.n_steps[0] == 12
 
 
 def test_stopped_model_is_frozen_while_others_train(problem):
@@ -191,8 +198,8 @@ def test_stopped_model_is_frozen_while_others_train(problem):
         ]
 
     result = solve(problem, on_epoch=lambda epoch, get_state: snapshots.append(get_state()))
-    first = int(np.argmin(result.n_epochs))
-    stop = int(result.n_epochs[first])
+    first = int(np.argmin(result.n_steps))
+    stop = int(result.n_steps[first])
     assert stop < len(snapshots), "the test needs a model that stops before the others"
     frozen = model_tensors(snapshots[stop - 1], first)
     for later in snapshots[stop:]:
@@ -232,7 +239,7 @@ def test_best_score_is_documented_metric_of_returned_state(problem, metric, val_
 
 def test_history_is_nan_after_a_model_stopped(problem):
     result = solve(problem)
-    for g, n in enumerate(result.n_epochs):
+    for g, n in enumerate(result.n_steps):
         assert np.isfinite(result.history["val_score"][g, :n]).all()
         assert np.isnan(result.history["train_loss"][g, n:]).all()
 
@@ -260,7 +267,9 @@ def test_one_entry_per_model_is_required(problem):
 
 
 def test_solver_registry_names_known_solvers():
-    assert get_solver("sgd") is SOLVERS["sgd"] is solve_sgd
+    assert get_solver("sgd") is SOLVERS["sgd"]
+    assert (SOLVERS["sgd"].solve, SOLVERS["sgd"].options) == (solve_sgd, SGDOptions)
+    assert SOLVERS["sgd"].uses_grid and SOLVERS["sgd"].needs_validation
     with pytest.raises(ValueError, match=r"solver='kernal': unknown; known solvers: .*sgd"):
         get_solver("kernal")
 

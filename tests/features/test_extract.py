@@ -10,16 +10,10 @@ from torchvision import transforms
 from torchvision.models.feature_extraction import create_feature_extractor
 
 from lwroi.exceptions import ConfigError, DataLayoutError, RandomWeightsWarning
-from lwroi.features.extract import (
-    ALEXNET_LAYERS,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    LayerFeatureExtractor,
-    extract_video_features,
-    load_model,
-    resolve_layers,
-)
+from lwroi.features.extract import IMAGENET_MEAN, IMAGENET_STD, LayerFeatureExtractor, extract_video_features
+from lwroi.features.layers import ALEXNET_LAYERS, resolve_layers
 from lwroi.features.video import read_video_frames
+from lwroi.features.weights import load_model
 
 SAMPLING = {"sampling": "count", "count": 5, "stride": 4}
 ALEXNET_DIMS_64 = {

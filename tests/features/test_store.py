@@ -17,6 +17,7 @@ from lwroi.features.store import (
 )
 
 META = {"model": "alexnet", "weights": {"random_init": True, "seed": 0}, "reduction": {"method": "srp"}}
+SHARD_META = {"weights": {"random_init": True, "seed": 0}, "spatial": {"features.2": True, "fc8": False}}
 
 
 @pytest.fixture
@@ -108,13 +109,32 @@ def test_raw_shards_concatenate_in_order(tmp_path, rng):
             "features.2": rng.standard_normal((len(idx), 5)).astype(np.float32),
             "fc8": rng.standard_normal((len(idx), 2)),
         }
-        save_raw_shard(tmp_path / f"shard{k}", feats, idx)
+        save_raw_shard(tmp_path / f"shard{k}", feats, idx, meta=SHARD_META)
         shards.append(feats)
-    features, indices = load_raw_shards([tmp_path / "shard0", tmp_path / "shard1"])
+    features, indices, meta = load_raw_shards([tmp_path / "shard0", tmp_path / "shard1"])
     assert list(features) == ["features.2", "fc8"]
     np.testing.assert_array_equal(indices, np.arange(5))
     for layer in features:
         np.testing.assert_array_equal(features[layer], np.concatenate([s[layer] for s in shards]))
+    assert meta == SHARD_META
+
+
+def test_raw_shards_of_different_extractions_are_refused(tmp_path, rng):
+    save_raw_shard(tmp_path / "a", {"fc8": rng.standard_normal((2, 3))}, np.array([0, 1]), meta=SHARD_META)
+    other = {**SHARD_META, "weights": {"random_init": False}}
+    save_raw_shard(tmp_path / "b", {"fc8": rng.standard_normal((2, 3))}, np.array([2, 3]), meta=other)
+    with pytest.raises(DataLayoutError, match=r"b: shard meta .* differs from .*a's"):
+        load_raw_shards([tmp_path / "a", tmp_path / "b"])
+
+
+def test_raw_shard_of_an_older_lwroi_without_meta_is_extracted_again(tmp_path, rng):
+    save_raw_shard(tmp_path / "shard0", {"fc8": rng.standard_normal((2, 3))}, np.array([0, 1]))
+    marker = json.loads((tmp_path / "shard0" / "shard.json").read_text())
+    del marker["meta"]
+    (tmp_path / "shard0" / "shard.json").write_text(json.dumps(marker))
+    assert not raw_shard_complete(tmp_path / "shard0")
+    with pytest.raises(DataLayoutError, match=r"shard0: extraction shard of an older lwroi"):
+        load_raw_shards([tmp_path / "shard0"])
 
 
 def test_incomplete_raw_shard_is_named(tmp_path, rng):

@@ -1,11 +1,12 @@
-"""One GPU per rank from the node-local rank; CPU fallback; launcher mismatch caught."""
+"""One GPU per rank from the node-local rank; CPU fallback; one error for a bad device; launcher mismatch caught."""
 
 from __future__ import annotations
 
 import pytest
 
-from lwroi.orchestration.devices import choose_device, threads_per_rank
-from lwroi.orchestration.environment import check_launch, read_environment
+from lwroi.encoding.devices import choose_device, resolve_device
+from lwroi.exceptions import DeviceError
+from lwroi.orchestration.environment import check_launch, read_environment, threads_per_rank
 
 
 @pytest.mark.parametrize("local_rank,n_gpus,expected", [(0, 4, "cuda:0"), (3, 4, "cuda:3"), (5, 4, "cuda:1"),
@@ -18,9 +19,21 @@ def test_explicit_cpu_is_kept():
     assert choose_device("cpu", 3, 8)[0] == "cpu"
 
 
-def test_missing_requested_gpu_is_an_error():
-    with pytest.raises(RuntimeError, match=r"'cuda:2' requested but only 1 GPU"):
-        choose_device("cuda:2", 0, 1)
+@pytest.mark.parametrize("spec,n_gpus,match", [
+    ("cuda:2", 1, r"device 'cuda:2': only 1 CUDA device\(s\) visible \(cuda:0..cuda:0\)"),
+    ("cuda", 0, r"device 'cuda': no CUDA device is available"),
+    ("cuda:0", 0, r"device 'cuda:0': no CUDA device is available"),
+    ("gpu0", 4, r"device 'gpu0': expected 'auto', 'cpu', 'cuda' or 'cuda:N'"),
+])
+def test_a_device_that_cannot_be_had_is_one_error(spec, n_gpus, match):
+    with pytest.raises(DeviceError, match=match):
+        choose_device(spec, 0, n_gpus)
+
+
+def test_the_torch_device_follows_the_same_policy():
+    assert str(resolve_device("cpu")) == "cpu"
+    with pytest.raises(DeviceError, match=r"'gpu0': expected"):
+        resolve_device("gpu0")
 
 
 def test_threads_share_the_node():
@@ -48,9 +61,11 @@ def test_communicator_split_wins_over_variables():
 
 
 def test_slurm_ids_are_read_once():
-    env = {"SLURM_JOB_ID": "77", "SLURM_ARRAY_JOB_ID": "70", "SLURM_ARRAY_TASK_ID": "3", "SLURM_RESTART_COUNT": "2"}
+    env = {"SLURM_JOB_ID": "77", "SLURM_ARRAY_JOB_ID": "70", "SLURM_ARRAY_TASK_ID": "3", "SLURM_RESTART_COUNT": "2",
+           "SLURM_CPUS_PER_TASK": "6"}
     job = read_environment(0, 1, env=env)
     assert (job.job_id, job.array_job_id, job.array_task_id, job.restart_count) == ("77", "70", "3", 2)
+    assert job.cpus_per_task == 6 and read_environment(0, 1, env={}).cpus_per_task is None
     assert "array=70_3" in str(job) and "restarts=2" in str(job)
 
 

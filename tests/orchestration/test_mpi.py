@@ -8,13 +8,14 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tests.conftest import DEMO_CONFIG, interrupt_when, journal_events, lwroi_command, mpiexec, run_lwroi
+from tests.conftest import TINY_CONFIG, interrupt_when, journal_events, lwroi_command, mpiexec, run_lwroi
 
 pytestmark = [pytest.mark.mpi, pytest.mark.slow]
 
@@ -33,61 +34,61 @@ def done_events(run: Path) -> Counter:
 
 
 @pytest.mark.parametrize("ranks", [1, 2, 3])
-def test_mpi_ranks_give_the_plain_process_tables(demo_workspace, reference_run, ranks):
+def test_mpi_ranks_give_the_plain_process_tables(tiny_workspace, tiny_run, ranks):
     out = f"runs/mpi{ranks}"
-    proc = run_lwroi("run", str(DEMO_CONFIG), "--set", f"run.output_dir={out}", cwd=demo_workspace,
+    proc = run_lwroi("run", str(TINY_CONFIG), "--set", f"run.output_dir={out}", cwd=tiny_workspace,
                      mpi_ranks=ranks)
-    assert_tables_equal(demo_workspace / out, reference_run)
+    assert_tables_equal(tiny_workspace / out, tiny_run)
     ranks_logged = set(re.findall(r"\[rank (\d+)\]", proc.stderr))
     assert ranks_logged == ({str(r) for r in range(ranks)} if ranks > 1 else set())
     # every rank pulled work: no rank is left idle while another computes everything
-    workers = {e["rank"] for e in journal_events(demo_workspace / out) if e["event"] == "done"}
+    workers = {e["rank"] for e in journal_events(tiny_workspace / out) if e["event"] == "done"}
     assert workers == set(range(ranks))
 
 
-def test_numbers_do_not_depend_on_threads_or_ranks(demo_workspace, reference_run):
+def test_numbers_do_not_depend_on_threads_or_ranks(tiny_workspace, tiny_run):
     """results.csv to 1e-6 whatever the CPU threads per process (1 or 2) and the ranks (1 or 2), both solvers.
 
     BLAS rounding depends on how a product is split over threads; a solver that amplifies
     rounding (the kernel solver's weighting search once did, by 1e-3) fails here.
     """
     sgd_one_thread = "runs/sgd-threads1"
-    run_lwroi("run", str(DEMO_CONFIG), "--mpi", "none", "--set", f"run.output_dir={sgd_one_thread}",
-              "--set", "run.threads=1", cwd=demo_workspace)
-    assert_tables_equal(demo_workspace / sgd_one_thread, reference_run)
+    run_lwroi("run", str(TINY_CONFIG), "--mpi", "none", "--set", f"run.output_dir={sgd_one_thread}",
+              "--set", "run.threads=1", cwd=tiny_workspace)
+    assert_tables_equal(tiny_workspace / sgd_one_thread, tiny_run)
 
     kernel = ["--set", "encoding.solver=kernel"]
     launches = {"kernel-threads2": (["--mpi", "none", "--set", "run.threads=2"], None),
                 "kernel-threads1": (["--mpi", "none", "--set", "run.threads=1"], None),
                 "kernel-ranks2": ([], 2)}
     for name, (options, ranks) in launches.items():
-        run_lwroi("run", str(DEMO_CONFIG), *options, *kernel, "--set", f"run.output_dir=runs/{name}",
-                  cwd=demo_workspace, mpi_ranks=ranks)
+        run_lwroi("run", str(TINY_CONFIG), *options, *kernel, "--set", f"run.output_dir=runs/{name}",
+                  cwd=tiny_workspace, mpi_ranks=ranks)
     for name in ("kernel-threads1", "kernel-ranks2"):
-        assert_tables_equal(demo_workspace / "runs" / name, demo_workspace / "runs" / "kernel-threads2")
+        assert_tables_equal(tiny_workspace / "runs" / name, tiny_workspace / "runs" / "kernel-threads2")
 
 
-def test_sigkilled_rank_stops_the_job_and_rerun_recomputes_nothing_finished(demo_workspace, reference_run):
-    out = demo_workspace / "runs" / "killed"
+def test_sigkilled_rank_stops_the_job_and_rerun_recomputes_nothing_finished(tiny_workspace, tiny_run):
+    out = tiny_workspace / "runs" / "killed"
     markers = out / "running"
 
     def rank1_is_fitting() -> bool:
         finished = len(list((out / "units" / "fit").rglob("*.json")))
-        return finished >= 4 and any(json.loads(m.read_text())["rank"] == 1 for m in markers.rglob("*.json"))
+        return finished >= 1 and any(json.loads(m.read_text())["rank"] == 1 for m in markers.rglob("*.json"))
 
     def kill_rank1(job) -> None:
         victim = next(json.loads(m.read_text()) for m in markers.rglob("*.json")
                       if json.loads(m.read_text())["rank"] == 1)
         os.kill(victim["pid"], signal.SIGKILL)
 
-    cmd = [mpiexec(), "-n", "2", *lwroi_command("run", str(DEMO_CONFIG), "--set", "run.output_dir=runs/killed")]
-    code, _ = interrupt_when(cmd, demo_workspace, rank1_is_fitting, kill_rank1, what="rank 1 fitting", settle=0)
+    cmd = [mpiexec(), "-n", "2", *lwroi_command("run", str(TINY_CONFIG), "--set", "run.output_dir=runs/killed")]
+    code, _ = interrupt_when(cmd, tiny_workspace, rank1_is_fitting, kill_rank1, what="rank 1 fitting", settle=0)
     assert code != 0  # the launcher stopped the surviving rank instead of hanging (bounded wait)
     assert done_events(out), "nothing had finished before the kill"
     records_before = {p: p.stat().st_mtime_ns for p in (out / "units").rglob("*.json")}
 
-    run_lwroi("run", str(DEMO_CONFIG), "--set", "run.output_dir=runs/killed", cwd=demo_workspace, mpi_ranks=2)
-    assert_tables_equal(out, reference_run)
+    run_lwroi("run", str(TINY_CONFIG), "--set", "run.output_dir=runs/killed", cwd=tiny_workspace, mpi_ranks=2)
+    assert_tables_equal(out, tiny_run)
     counts = done_events(out)
     assert max(counts.values()) == 1, [k for k, v in counts.items() if v > 1]
     for path, mtime in records_before.items():
@@ -102,14 +103,14 @@ def rank_pid(out: Path, rank: int) -> int:
 
 @pytest.mark.parametrize(("target", "sig"), [("launcher", signal.SIGUSR1), ("rank 0", signal.SIGUSR1),
                                              ("rank 1", signal.SIGTERM), ("launcher", signal.SIGINT)])
-def test_a_stop_signal_makes_every_rank_checkpoint_and_exit_75(demo_workspace, target, sig):
+def test_a_stop_signal_makes_every_rank_checkpoint_and_exit_75(tiny_workspace, target, sig):
     """A signal to the launcher or to one rank alone stops every rank (checkpointed) within seconds."""
     name = f"stop-{target.replace(' ', '')}-{sig.name}"
     overrides = ["--set", f"run.output_dir=runs/{name}", "--set", "data.rois=[V1,LOC]", "--set", "encoding.wc=[1]",
-                 "--set", "encoding.lay=[0.1]", "--set", "encoding.max_epochs=100000",
-                 "--set", "encoding.patience=100000", "--set", "run.checkpoint_every=1000"]
-    out = demo_workspace / "runs" / name
-    cmd = [mpiexec(), "-n", "2", *lwroi_command("tune", str(DEMO_CONFIG), *overrides)]
+                 "--set", "encoding.lay=[0.1]", "--set", "encoding.sgd.max_epochs=100000",
+                 "--set", "encoding.sgd.patience=100000", "--set", "run.checkpoint_every=1000"]
+    out = tiny_workspace / "runs" / name
+    cmd = [mpiexec(), "-n", "2", *lwroi_command("tune", str(TINY_CONFIG), *overrides)]
 
     def send(job) -> None:
         if target == "launcher":
@@ -118,7 +119,7 @@ def test_a_stop_signal_makes_every_rank_checkpoint_and_exit_75(demo_workspace, t
             os.kill(rank_pid(out, int(target.split()[1])), sig)
 
     code, stderr = interrupt_when(
-        cmd, demo_workspace, lambda: len(list((out / "running" / "tune").rglob("*.json"))) == 2,
+        cmd, tiny_workspace, lambda: len(list((out / "running" / "tune").rglob("*.json"))) == 2,
         send, what="both ranks tuning", settle=1.0)
     assert code == 75, stderr[-3000:]
     assert "Traceback" not in stderr, stderr[-3000:]
@@ -137,3 +138,18 @@ def test_ranks_keep_taking_units_while_rank_0_computes(tmp_path):
     assert sorted(key for _, key, _ in finished) == [f"work/{i}" for i in range(6)]
     by_rank = Counter(rank for rank, _, _ in finished)
     assert by_rank[1] >= 5, finished  # rank 1 took all the rest during rank 0's 3 s
+
+
+def test_an_unexpected_error_on_one_rank_aborts_every_rank(tmp_path):
+    """A bug on rank 0 ends the launch at once with its traceback; rank 1 is not left waiting in bcast."""
+    config = tmp_path / "config.yaml"
+    config.write_text(f"run:\n  output_dir: {tmp_path / 'run'}\n")
+    probe = Path(__file__).with_name("failing_rank0.py")
+    started = time.monotonic()
+    proc = subprocess.run([mpiexec(), "-n", "2", sys.executable, str(probe), str(config)], capture_output=True,
+                          text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode != 0
+    assert time.monotonic() - started < 60, "the ranks were aborted late"
+    assert "rank 0 of 2 failed; aborting all ranks" in proc.stderr, proc.stderr[-3000:]
+    assert "Traceback" in proc.stderr and "KeyError: \"planted bug in rank 0's input check\"" in proc.stderr
+    assert not (tmp_path / "run").exists()  # the failing check came before the run directory was claimed

@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from lwroi.orchestration.progress import ProgressReporter, StatusConsole, show_status
-from tests.conftest import DEMO_CONFIG, lwroi_command, run_lwroi
+from lwroi.orchestration.progress import ProgressReporter, StatusConsole, show_detail, show_status
+from tests.conftest import TINY_CONFIG, lwroi_command, run_lwroi
 
 
 class Terminal(io.StringIO):
@@ -46,6 +46,20 @@ def test_no_status_line_off_a_terminal():
     assert stream.getvalue() == "done unit\n"
 
 
+def test_a_units_detail_follows_the_runs_progress_until_it_closes(console):
+    handler = logging.getLogger("lwroi").handlers[0]
+    reporter = ProgressReporter(4, clock=lambda: 0.0)
+    show_detail("epoch 3/50")
+    assert handler.status == "progress: 0/4 units handed out | epoch 3/50"
+    reporter.update(1)
+    show_detail("video 2/9")
+    assert handler.status == "progress: 1/4 units handed out, ETA 0.0s | video 2/9"
+    reporter.close()
+    assert handler.status == ""
+    show_detail("loading")
+    assert handler.status == "loading"
+
+
 def test_plain_progress_lines_are_rate_limited(console, caplog):
     now = [0.0]
     reporter = ProgressReporter(100, interval=30.0, clock=lambda: now[0])
@@ -62,12 +76,12 @@ def test_plain_progress_lines_are_rate_limited(console, caplog):
 
 
 @pytest.mark.slow
-def test_terminal_gets_a_live_line_and_a_pipe_gets_none(demo_workspace):
-    args = ["extract", str(DEMO_CONFIG), "--mpi", "none"]
-    piped = run_lwroi(*args, "--set", "run.output_dir=runs/progress-pipe", cwd=demo_workspace)
+def test_terminal_gets_a_live_line_and_a_pipe_gets_none(tiny_workspace):
+    args = ["extract", str(TINY_CONFIG), "--mpi", "none"]
+    piped = run_lwroi(*args, "--set", "run.output_dir=runs/progress-pipe", cwd=tiny_workspace)
     assert "progress: " in piped.stderr and "\r" not in piped.stderr
     leader, follower = os.openpty()
-    job = subprocess.Popen(lwroi_command(*args, "--set", "run.output_dir=runs/progress-tty"), cwd=demo_workspace,
+    job = subprocess.Popen(lwroi_command(*args, "--set", "run.output_dir=runs/progress-tty"), cwd=tiny_workspace,
                            stdin=subprocess.DEVNULL, stdout=follower, stderr=follower)
     os.close(follower)
     chunks = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -94,14 +95,14 @@ def test_lwroi_run_with_a_corrupt_run_json_exits_2_naming_it(cfg, tmp_path, caps
     assert f"{run / RUN_FILE}: not a run record (expected a JSON object with a 'fingerprint')" in err
 
 
-@pytest.mark.parametrize("change", [{"features.store_dir": "elsewhere"}, {"encoding.kernel_alphas": [1.0]},
+@pytest.mark.parametrize("change", [{"features.store_dir": "elsewhere"}, {"encoding.kernel.alphas": [1.0]},
                                     {"data.n_videos": 0}, {"data.subjects": ["sub01", "sub02"]}])
 def test_settings_that_cannot_change_results_are_not_refused(cfg, change):
     prepare_run_dir(cfg)
     raw = cfg.to_dict()
     for key, value in change.items():
-        section, name = key.split(".")
-        raw[section][name] = value
+        *sections, name = key.split(".")
+        functools.reduce(dict.__getitem__, sections, raw)[name] = value
     changed = config_from_dict(raw)
     assert changed.fingerprint() == cfg.fingerprint()
     if "features.store_dir" not in change:
@@ -111,11 +112,11 @@ def test_settings_that_cannot_change_results_are_not_refused(cfg, change):
 def test_a_refused_config_lists_only_settings_that_decide_results(cfg):
     prepare_run_dir(cfg)
     raw = cfg.to_dict()
-    raw["encoding"]["lr"] = 0.5
+    raw["encoding"]["sgd"]["lr"] = 0.5
     raw["data"]["rois"] = ["V1", "V2"]
     with pytest.raises(ConfigMismatchError) as info:
         prepare_run_dir(config_from_dict(raw))
-    assert "encoding.lr: 0.0001 -> 0.5" in str(info.value)
+    assert "encoding.sgd.lr: 0.0001 -> 0.5" in str(info.value)
     assert "data.rois" not in str(info.value)
 
 
@@ -170,12 +171,14 @@ def test_stale_temporary_files_of_dead_writers_are_removed_at_launch(cfg, tmp_pa
 def test_the_fingerprint_leaves_out_the_keys_of_the_solver_not_in_use():
     kernel = config_from_dict({"encoding": {"solver": "kernel"}})
     assert kernel.fingerprint() == config_from_dict(
-        {"encoding": {"solver": "kernel", "lr": 0.5, "wc": [3.0], "folds": 5}}).fingerprint()
+        {"encoding": {"solver": "kernel", "sgd": {"lr": 0.5}, "wc": [3.0], "folds": 5, "val_fraction": 0.3}}
+    ).fingerprint()
     assert kernel.fingerprint() != config_from_dict(
-        {"encoding": {"solver": "kernel", "kernel_alphas": [1.0]}}).fingerprint()
+        {"encoding": {"solver": "kernel", "kernel": {"alphas": [1.0]}}}).fingerprint()
     sgd = config_from_dict({})
-    assert sgd.fingerprint() == config_from_dict({"encoding": {"kernel_search_steps": 3}}).fingerprint()
-    assert sgd.fingerprint() != config_from_dict({"encoding": {"lr": 0.5}}).fingerprint()
+    assert sgd.fingerprint() == config_from_dict({"encoding": {"kernel": {"search_steps": 3}}}).fingerprint()
+    assert sgd.fingerprint() != config_from_dict({"encoding": {"sgd": {"lr": 0.5}}}).fingerprint()
+    assert sgd.fingerprint() != config_from_dict({"encoding": {"val_fraction": 0.3}}).fingerprint()
 
 
 def test_a_missing_training_video_is_refused_before_any_work(cfg, tmp_path, capsys):
@@ -187,3 +190,22 @@ def test_a_missing_training_video_is_refused_before_any_work(cfg, tmp_path, caps
     assert "missing video index 0003 (between 0002.mp4 and 0004.mp4)" in err
     assert "7 .mp4 files; data.n_videos = 8" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_directory_written_before_solver_sections_still_reads(cfg):
+    """Its config.yaml holds flat encoding keys: status/summarize read it in today's shape, same fingerprint."""
+    import yaml
+
+    from lwroi.orchestration.rundir import CONFIG_FILE, load_run_config
+
+    run = prepare_run_dir(cfg)
+    raw = yaml.safe_load((run / CONFIG_FILE).read_text())
+    sgd = raw["encoding"].pop("sgd")
+    raw["encoding"].pop("kernel")
+    raw["encoding"].update(sgd)  # the shape lwroi wrote before: encoding.lr, encoding.max_epochs, ...
+    (run / CONFIG_FILE).write_text(yaml.safe_dump(raw))
+    with pytest.raises(Exception, match=re.escape("has moved to 'encoding.sgd.lr'")):
+        config_from_dict(raw)  # a user's config in the old shape is refused, naming the new key
+    old = load_run_config(run)
+    assert old.encoding.sgd == cfg.encoding.sgd
+    assert old.fingerprint() == cfg.fingerprint()

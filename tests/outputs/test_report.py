@@ -35,9 +35,9 @@ def rendered_images(page) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def report(reference_run, demo_workspace, tmp_path_factory):
+def report(tiny_run, tiny_workspace, tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
-    run_lwroi("report", str(reference_run), "--out", str(out), cwd=demo_workspace)
+    run_lwroi("report", str(tiny_run), "--out", str(out), cwd=tiny_workspace)
     return out
 
 
