@@ -13,10 +13,13 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from lwroi import __version__
 from lwroi.exceptions import LwroiError
+
+if TYPE_CHECKING:
+    from lwroi.config import Config
 
 log = logging.getLogger("lwroi")
 
@@ -107,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="site settings; the lwroi-*.sbatch scripts are taken from its folder "
                            "(default: slurm/site.env)")
     subm.add_argument("--dry-run", action="store_true", help="print the chain as a bash script; submit nothing")
+    subm.add_argument("--check", action="store_true",
+                      help="check the site file against this cluster (partition, each job's size with sbatch "
+                           "--test-only, apptainer and the image, srun's PMI), one line per check; submit nothing")
     stat = sub.add_parser("status", help="units done/running/pending/failed per phase, with an ETA",
                           description="Show per phase how many units are done, running, pending and failed.")
     stat.add_argument("run_dir", type=Path)
@@ -171,15 +177,16 @@ def _summarize(run_dir: Path, array_states: TextIO | None = None) -> int:
     from lwroi.orchestration.slurm import describe_unfinished_tasks, parse_task_states
     from lwroi.outputs.summary import reduce_run, write_tables
 
-    if array_states is not None:
-        states = parse_task_states(array_states.read())
-        for line in describe_unfinished_tasks(states):
-            print(line, file=sys.stderr)
-        completed = sum(s.n_tasks for s in states if s.state == "COMPLETED")
-        print(f"lwroi summarize: {completed} of {sum(s.n_tasks for s in states)} array task(s) COMPLETED",
-              file=sys.stderr)
     cfg, store, units = _plan_of(run_dir)
     reduction = reduce_run(store, units)
+    if array_states is not None:  # Slurm's word on the tasks; the run's records win (every unit done: all done)
+        states = parse_task_states(array_states.read())
+        for line in describe_unfinished_tasks(states, lambda s: reduction.complete):
+            print(line, file=sys.stderr)
+        completed = sum(s.n_tasks for s in states if s.state == "COMPLETED" or reduction.complete)
+        recorded = sum(s.n_tasks for s in states if s.state != "COMPLETED" and reduction.complete)
+        print(f"lwroi summarize: {completed} of {sum(s.n_tasks for s in states)} array task(s) COMPLETED"
+              + (f" ({recorded} by the run's records)" if recorded else ""), file=sys.stderr)
     if not reduction.complete:
         for key in reduction.failed:
             print(f"failed:  {key} (see {store.record_path(key)})", file=sys.stderr)
@@ -239,6 +246,8 @@ def _submit(args: argparse.Namespace) -> int:
     from lwroi.orchestration.slurm import build_chain, features_done, parse_tasks, read_site, render_chain, submit_chain
 
     cfg = load_config(args.config, args.overrides)
+    if args.check:
+        return _submit_check(args, cfg)
     # the jobs' pre-work checks, before anything is queued; the device is the compute nodes' business, and the
     # model, layers and weights need torch, which a login node may lack
     has_torch = importlib.util.find_spec("torch") is not None
@@ -261,12 +270,30 @@ def _submit(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(render_chain(chain), end="")
         return 0
-    job_ids = submit_chain(chain, cfg)
+    job_ids = submit_chain(chain, cfg, site)
     print(f"submitted {args.config} -> {chain.run_dir}")
     for job in chain.jobs:
         print(f"  {job.name:<8} {job_ids[job.name]:>8}  {job.summary}")
     print(f"logs: {chain.log_dir}/   watch: lwroi status {chain.run_dir}   squeue -j {','.join(job_ids.values())}")
     return 0
+
+
+def _submit_check(args: argparse.Namespace, cfg: Config) -> int:
+    """``lwroi submit --check``: the site file against the cluster, one line per check; exit 1 if one fails."""
+    from lwroi.orchestration.slurm import build_chain, check_site, read_site
+
+    site = read_site(args.site, os.environ)
+    workdir = Path.cwd()
+    chain = build_chain(cfg, site, config_path=args.config, overrides=args.overrides, workdir=workdir,
+                        image=args.image or Path(site.image or "LWROI_IMAGE-not-set"),
+                        shards=site.shards if args.shards is None else args.shards,
+                        ranks_per_task=site.ranks_per_task if args.ranks_per_task is None else args.ranks_per_task)
+    checks = check_site(chain, site)
+    for check in checks:
+        print(check)
+    failed = sum(not c.ok for c in checks)
+    print(f"lwroi submit --check: {len(checks) - failed} of {len(checks)} checks passed ({args.site})")
+    return 1 if failed else 0
 
 
 def _status(run_dir: Path) -> int:

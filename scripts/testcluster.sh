@@ -116,7 +116,8 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-# Short step credentials: a requeued job restarts in ~15 s instead of ~2.5 min.
+# Short job credentials: a requeued job restarts in ~15-30 s instead of minutes (Slurm waits for the
+# old credential to expire before it starts the job again; test box only, sites keep the default).
 AuthInfo=cred_expire=10
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -131,8 +132,9 @@ SchedulerType=sched/backfill
 SchedulerParameters=batch_sched_delay=0
 # A job whose dependency can never be met is cancelled instead of pending forever.
 DependencyParameters=kill_invalid_depend
-# No slurmdbd: finished jobs stay visible to squeue/scontrol for an hour.
-MinJobAge=3600
+# Slurm's default: the controller forgets a finished job 300 s after it ended, as on a real
+# cluster (no slurmdbd here, so lwroi's reduce job falls back from sacct to scontrol, well within it).
+MinJobAge=300
 ReturnToService=2
 StateSaveLocation=$SLURM_DIR/state
 SlurmdSpoolDir=$SLURM_DIR/spool

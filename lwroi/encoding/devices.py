@@ -49,6 +49,39 @@ def choose_device(spec: str, local_rank: int, n_visible_gpus: int) -> tuple[str,
     return f"cuda:{index}", f"local rank {local_rank} % {n_visible_gpus} visible GPU(s)"
 
 
+def check_allocated_gpus(spec: str, allocated: tuple[str, str] | None, n_visible_gpus: int,
+                         cuda_build: str | None) -> None:
+    """Stop a job that was given GPUs when torch sees none, instead of letting ``auto`` run it on the CPU.
+
+    ``allocated`` is ``(variable, value)`` from
+    :func:`lwroi.orchestration.environment.allocated_gpus`; ``cuda_build`` is the CUDA version
+    torch was built for (``torch.version.cuda``, None for a CPU-only torch). The usual cause is a
+    node driver older than that CUDA version needs. ``spec="cpu"`` asks for the CPU on purpose.
+
+    Raises
+    ------
+    DeviceError
+        GPUs were allocated, none is visible to torch, and the spec is not ``cpu``.
+    """
+    if spec == "cpu" or allocated is None or n_visible_gpus > 0:
+        return
+    variable, value = allocated
+    if cuda_build:
+        why = (f"this torch is built for CUDA {cuda_build}, which needs an NVIDIA driver that supports CUDA "
+               f"{cuda_build} on the node (check `nvidia-smi`; on an older driver build the image with the "
+               "matching CUDA wheel variant, containers/README.md 'CUDA wheel variant'), and the GPUs must be "
+               "passed into the container (apptainer --nv)")
+    else:
+        why = "this torch is a CPU-only build (torch.version.cuda is None): install a CUDA build of torch"
+    raise DeviceError(f"GPUs were allocated ({variable}={value}) but torch sees none: {why}. Stopping rather "
+                      "than running on the CPU while holding GPUs; set run.device: cpu to use the CPU on purpose")
+
+
+def cuda_build() -> str | None:
+    """The CUDA version this torch was built for (``torch.version.cuda``; None: a CPU-only build)."""
+    return torch.version.cuda
+
+
 def resolve_device(spec: str | torch.device) -> torch.device:
     """Resolve ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` to a usable ``torch.device`` of this process.
 

@@ -21,6 +21,7 @@ from lwroi.data.algonauts import response_problems
 from lwroi.exceptions import DataLayoutError, DeviceError, LwroiError
 from lwroi.orchestration.environment import (
     JobEnvironment,
+    allocated_gpus,
     check_launch,
     read_environment,
     threads_per_rank,
@@ -258,12 +259,21 @@ def _row_problems(cfg: Config, up_to: str) -> list[str]:
 
 
 def _device_problems(requested: str) -> list[str]:
-    """An explicit ``cuda`` device that this machine's torch does not see (``auto`` falls back to the CPU)."""
-    if requested in ("auto", "cpu"):
+    """GPUs allocated that torch cannot see; an explicit ``cuda`` device that torch does not see.
+
+    ``auto`` may fall back to the CPU, but not while the job holds GPUs (an old node driver).
+    """
+    if requested == "cpu":
         return []
-    from lwroi.encoding.devices import choose_device
+    from lwroi.encoding.devices import check_allocated_gpus, choose_device, cuda_build
 
     n_gpus = _gpu_count()
+    try:
+        check_allocated_gpus(requested, allocated_gpus(), n_gpus, cuda_build())
+    except DeviceError as exc:
+        return [f"run.device = {requested!r}: {exc}"]
+    if requested == "auto":
+        return []
     try:
         choose_device(requested, 0, n_gpus)
     except DeviceError:
@@ -285,7 +295,8 @@ def _pick_device(cfg: Config, job: JobEnvironment) -> str:
     threads = threads_per_rank(cfg.run.threads, node_cpus=node_cpus, bound_cpus=bound, local_size=job.local_size,
                                cpus_per_task=job.cpus_per_task)
     set_cpu_threads(threads)
-    log.info("device %s (%s), %d CPU thread(s)", device, why, threads)
+    log.info("device %s (%s), %d CPU thread(s), bound to %d of the node's %d CPU(s)", device, why, threads, bound,
+             node_cpus)
     return device
 
 

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 LOCAL_RANK_VARIABLES = ("SLURM_LOCALID", "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "PMI_LOCAL_RANK")
 LOCAL_SIZE_VARIABLES = ("SLURM_NTASKS_PER_NODE", "OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "PMI_LOCAL_SIZE")
 LAUNCHER_SIZE_VARIABLES = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
+GPU_ALLOCATION_VARIABLES = ("SLURM_STEP_GPUS", "SLURM_JOB_GPUS", "CUDA_VISIBLE_DEVICES")
+"""Variables through which a scheduler hands a process GPUs, in the order :func:`allocated_gpus` reads them."""
+_NO_GPU_VALUES = ("NoDevFiles", "-1")
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,20 @@ def _first_int(env: Mapping[str, str], names: tuple[str, ...]) -> tuple[int | No
 def visible_devices(env: Mapping[str, str] | None = None) -> str | None:
     """``CUDA_VISIBLE_DEVICES``: the GPUs the launcher gave this process (None: not restricted)."""
     return (os.environ if env is None else env).get("CUDA_VISIBLE_DEVICES")
+
+
+def allocated_gpus(env: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+    """``(variable, value)`` when the launcher gave this process GPUs, else None.
+
+    The first of :data:`GPU_ALLOCATION_VARIABLES` that is set and non-empty; Slurm's
+    ``NoDevFiles`` and the conventional ``-1`` (hide every GPU) mean none.
+    """
+    env = os.environ if env is None else env
+    for name in GPU_ALLOCATION_VARIABLES:
+        value = env.get(name, "").strip()
+        if value and not value.startswith(_NO_GPU_VALUES):
+            return name, value
+    return None
 
 
 def read_environment(rank: int, size: int, *, local_rank: int | None = None, local_size: int | None = None,

@@ -13,6 +13,7 @@ written atomically.
 from __future__ import annotations
 
 import html
+import importlib.util
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from lwroi._io import atomic_write_bytes
+from lwroi.exceptions import LwroiError
 from lwroi.orchestration.results import ResultStore
 
 
@@ -40,7 +42,12 @@ def write_report(run_dir: str | Path, store: ResultStore, out_dir: str | Path | 
     ------
     FileNotFoundError
         ``results.csv`` or ``summary.csv`` is missing (run ``lwroi summarize`` first).
+    LwroiError
+        matplotlib is not installed (a login node's minimal install): the message says how to get it.
     """
+    if importlib.util.find_spec("matplotlib") is None:
+        raise LwroiError("the report's figures need matplotlib, which is not installed here: pip install "
+                         "matplotlib, or run `lwroi report` in the image")
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir is not None else run_dir / "report"
     for name in ("results.csv", "summary.csv"):

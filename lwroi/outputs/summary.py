@@ -7,6 +7,7 @@ silently summarising a partial run.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,9 @@ from lwroi._io import atomic_path, atomic_save_npy
 from lwroi.data import noise_normalised
 from lwroi.orchestration.plan import Unit
 from lwroi.orchestration.results import ResultStore
-from lwroi.outputs.volumes import scores_volume, volume_affine, write_nifti
+from lwroi.outputs.volumes import nifti_writable, scores_volume, volume_affine, write_nifti
+
+log = logging.getLogger("lwroi")
 
 
 @dataclass
@@ -92,10 +95,12 @@ def write_tables(run_dir: str | Path, reduction: Reduction, store: ResultStore,
     """Write ``results.csv``, ``summary.csv``, ``scores/<subject>_<roi>.npy`` and WB NIfTI maps atomically.
 
     A fit with a voxel mask (WB) also gets ``scores/<subject>_<roi>.nii.gz`` (held-out r) and
-    ``scores/<subject>_<roi>_normalized.nii.gz`` (r / sqrt(reliability)) in the scanner volume.
+    ``scores/<subject>_<roi>_normalized.nii.gz`` (r / sqrt(reliability)) in the scanner volume; where
+    nibabel is not installed (a login node's minimal install) the maps are left out with a warning.
     """
     run_dir = Path(run_dir)
     written = []
+    skipped_maps = 0
     for name, table in (("results.csv", reduction.results), ("summary.csv", reduction.summary)):
         with atomic_path(run_dir / name) as tmp:
             table.to_csv(tmp, index=False, float_format="%.8g")
@@ -108,11 +113,17 @@ def write_tables(run_dir: str | Path, reduction: Reduction, store: ResultStore,
         atomic_save_npy(target, scores)
         written.append(target)
         record = store.read(key, verify_arrays=False)
-        if "voxel_mask" in record.arrays:
+        if "voxel_mask" in record.arrays and not nifti_writable():
+            skipped_maps += 1
+        elif "voxel_mask" in record.arrays:
             mask = store.load_array(key, "voxel_mask")
             affine = volume_affine(wb_affine) if affine is None else affine
             normalised = noise_normalised(scores, store.load_array(key, "reliability"))
             for suffix, values in (("", scores), ("_normalized", normalised)):
                 path = run_dir / "scores" / f"{row['subject']}_{row['roi']}{suffix}.nii.gz"
                 written.append(write_nifti(path, scores_volume(values, mask), affine))
+    if skipped_maps:
+        log.warning("nibabel is not installed here: the NIfTI maps of %d whole-brain fit(s) were not written "
+                    "(scores/*.npy were); pip install nibabel and rerun `lwroi summarize %s`, or run it in the "
+                    "image", skipped_maps, run_dir)
     return written

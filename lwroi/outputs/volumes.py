@@ -2,12 +2,14 @@
 
 The WB responses list the voxels where ``voxel_mask`` is 1, in C order (as the Algonauts
 development kit indexes them), so ``volume[mask == 1] = scores`` restores their places and the
-map opens in any NIfTI viewer (FSLeyes, nilearn, MRIcroGL).
+map opens in any NIfTI viewer (FSLeyes, nilearn, MRIcroGL). nibabel is imported only to write a
+map, so the tables of ``lwroi summarize`` need no nibabel (a login node's lwroi may lack it).
 """
 
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,6 +45,11 @@ def volume_affine(flat: Sequence[float]) -> np.ndarray:
                     "will not align with an anatomical image; copy the affine of the data's own NIfTI")
         return np.eye(4)
     return np.asarray(flat, dtype=np.float64).reshape(4, 4)
+
+
+def nifti_writable() -> bool:
+    """Whether :func:`write_nifti` can run here: nibabel is importable."""
+    return importlib.util.find_spec("nibabel") is not None
 
 
 def write_nifti(path: str | Path, volume: np.ndarray, affine: np.ndarray) -> Path:

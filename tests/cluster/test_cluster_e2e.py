@@ -223,6 +223,13 @@ def test_submitted_chain_reduces_to_the_plain_process_summary(jobs, all_rois_run
     for task in tasks:  # each task ran its own shard with 2 real MPI ranks inside the container
         text = task_log(run, ids["array"], task)
         assert f"shard {task}/2:" in text and "[rank 1]" in text and f"array={ids['array']}_{task}" in text
+        # each rank starts as many threads as the CPUs Slurm gave it (LWROI_CPUS_PER_RANK=1, srun --cpus-per-task),
+        # and, where the node binds ranks to CPUs, as many as it is bound to (the test box's task/none binds none)
+        threads = re.findall(r"\[rank (\d)\] INFO device \S+ \(.*?\), (\d+) CPU thread\(s\), "
+                             r"bound to (\d+) of the node's (\d+) CPU\(s\)", text)
+        assert sorted(r for r, *_ in threads) == ["0", "1"], text
+        for _, n, bound, node in threads:
+            assert int(n) == 1 and (int(bound) == int(n) or int(bound) == int(node)), threads
     assert max(done_events(run).values()) == 1
     assert "2 of 2 array task(s) COMPLETED" in reduce_log(run, ids["reduce"])
 
@@ -269,3 +276,30 @@ def test_usr1_before_the_time_limit_checkpoints_requeues_and_finishes(jobs, all_
     assert events["interrupted"] >= 1, events  # ranks stopped at an epoch's end, after checkpointing,
     assert events["resume"] >= 1, events  # and the requeued run went on from those checkpoints
     assert max(done_events(run).values()) == 1
+
+
+def test_check_passes_on_the_test_site_and_an_impossible_request_is_refused(cluster_site, lwroi_image,
+                                                                            tiny_workspace):
+    def submit(site: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+        return run_lwroi("submit", str(TINY_CONFIG), "--site", str(site), "--image", str(lwroi_image),
+                         "--set", "run.output_dir=runs/slurm-check", *extra, cwd=tiny_workspace, timeout=120,
+                         check=False)
+
+    ok = submit(cluster_site, "--check")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "FAIL" not in ok.stdout and re.search(r"(\d+) of \1 checks passed", ok.stdout), ok.stdout
+    assert "ok    srun PMI: LWROI_SRUN_MPI=pmi2" in ok.stdout and "ok    array job fits" in ok.stdout
+
+    nproc = int(_slurm("sinfo", "--noheader", "--format=%c").split()[0])
+    greedy = cluster_site.parent / "greedy.env"  # beside the scripts: more CPUs per rank than the node has
+    greedy.write_text(cluster_site.read_text() + f"LWROI_CPUS_PER_RANK={nproc * 4}\n")
+    check = submit(greedy, "--check")
+    assert check.returncode == 1 and f"FAIL  array job fits: the array job: LWROI_CPUS_PER_RANK={nproc * 4}" \
+        in check.stdout, check.stdout
+    queued = lambda: set(_slurm("squeue", "--noheader", "--format=%i").split())  # noqa: E731
+    before = queued()
+    refused = submit(greedy)
+    assert refused.returncode != 0 and f"LWROI_CPUS_PER_RANK={nproc * 4} asks for more CPUs per rank" \
+        in refused.stderr, refused.stdout + refused.stderr
+    assert "nothing was submitted" in refused.stderr and queued() <= before  # no new job
+    assert not (tiny_workspace / "runs" / "slurm-check").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import shlex
 import shutil
 import stat
 import subprocess
@@ -43,7 +44,7 @@ def odd_chain(**kwargs):
     site = SiteSettings(partition="gpu", account="proj 42", sbatch_flags=("--qos=normal", "--comment=a b"),
                         gpus_per_rank=1, cpus_per_rank=4, bind=("/scratch", "/opt/ref:/ref:ro"),
                         apptainer_flags=("--nv", "--env", "NOTE=x y"), srun_flags=("--cpu-bind=cores",),
-                        scripts_dir=Path(ODD) / "slurm", array_max_running=2)
+                        scripts_dir=Path(ODD) / "slurm", array_max_running=2, modules=("apptainer/1.3", "openmpi"))
     options = {"config_path": Path("configs/demo.yaml"), "overrides": OVERRIDES,
                "workdir": Path(ODD) / "work", "image": Path("images/lwroi.sif"), "shards": 4, "ranks_per_task": 2,
                **kwargs}
@@ -115,6 +116,76 @@ def test_a_path_with_a_colon_cannot_be_bound():
     with pytest.raises(ConfigError, match=r"cannot bind a path containing ',' or ':': /data/a:b"):
         build_chain(cfg, SiteSettings(), config_path=DEMO_CONFIG, overrides=[], workdir=REPO,
                     image=Path("x.sif"), shards=2, ranks_per_task=2)
+
+
+def test_every_job_gets_the_site_modules_in_its_environment():
+    for job in odd_chain().jobs:
+        assert "--export=ALL,LWROI_MODULES=apptainer/1.3 openmpi" in job.argv({"extract": "7", "array": "8"})
+
+
+def test_site_file_modules_are_read_and_checked(site_dir):
+    path = site_dir / "site.env"
+    path.write_text('LWROI_MODULES="apptainer/1.3  openmpi"\nLWROI_SBATCH_FLAGS=--qos=high\n')
+    site = read_site(path, {})
+    assert site.modules == ("apptainer/1.3", "openmpi")
+    assert site.sbatch_flags == ("--qos=high",)
+    assert site.module_export == ("--export=ALL,LWROI_MODULES=apptainer/1.3 openmpi",)
+    path.write_text('LWROI_MODULES=apptainer\nLWROI_SBATCH_FLAGS="--export=NONE"\n')
+    with pytest.raises(ConfigError, match=r"LWROI_SBATCH_FLAGS already has an --export option"):
+        read_site(path, {})
+    path.write_text("LWROI_MODULES='apptainer,x'\n")
+    with pytest.raises(ConfigError, match=r"LWROI_MODULES = \['apptainer,x'\]: not a module name"):
+        read_site(path, {})
+
+
+@pytest.fixture
+def fake_job_commands(tmp_path):
+    """``srun`` and ``scontrol`` that append their argv to ``calls.log`` (``srun`` exits 0)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls.log"
+    for name in ("srun", "scontrol"):
+        (bin_dir / name).write_text(f'#!/bin/bash\necho "{name} $*" >>{shlex.quote(str(log))}\n')
+        (bin_dir / name).chmod(0o755)
+    return bin_dir, log
+
+
+SCRIPT_ARGS = {"extract": ["--mpi=pmi2", "apptainer", "exec"], "array": ["4", "3", "--mpi=pmi2", "apptainer"],
+               "reduce": ["8", "srun", "summarize"]}
+"""Arguments of each batch script as the chain passes them (the reduce job's command is ``srun`` here, to log it)."""
+
+
+@pytest.mark.parametrize("job", sorted(SCRIPTS))
+@pytest.mark.parametrize("has_module", [True, False], ids=["module", "no-module"])
+def test_batch_scripts_load_the_site_modules_before_the_step(fake_job_commands, job, has_module):
+    bin_dir, log = fake_job_commands
+    # `module` as the shell function that Lmod and Environment Modules define and export to jobs
+    define = f'module() {{ echo "module $*" >>{shlex.quote(str(log))}; }}; export -f module; ' if has_module else ""
+    env = {"PATH": f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin", "LWROI_MODULES": "apptainer/1.3 openmpi",
+           "SLURM_JOB_ID": "9", "SLURM_ARRAY_JOB_ID": "8", "SLURM_ARRAY_TASK_ID": "1"}
+    proc = subprocess.run(["bash", "-c", define + 'exec bash "$@"', "bash", str(REPO / "slurm" / SCRIPTS[job]),
+                           *SCRIPT_ARGS[job]], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    calls = [line.split()[0] for line in log.read_text().splitlines() if not line.startswith("scontrol")]
+    if has_module:
+        assert calls == ["module", "srun"]
+        assert "module load apptainer/1.3 openmpi" in log.read_text()
+        assert "module load apptainer/1.3 openmpi" in proc.stdout
+    else:
+        assert calls == ["srun"]
+        assert "no `module` command" in proc.stderr and "LWROI_MODULES=apptainer/1.3 openmpi not loaded" in proc.stderr
+
+
+@pytest.mark.parametrize("job", sorted(SCRIPTS))
+def test_batch_scripts_load_nothing_without_site_modules(fake_job_commands, job):
+    bin_dir, log = fake_job_commands
+    env = {"PATH": f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin", "SLURM_JOB_ID": "9", "SLURM_ARRAY_JOB_ID": "8",
+           "SLURM_ARRAY_TASK_ID": "1"}
+    proc = subprocess.run(["bash", str(REPO / "slurm" / SCRIPTS[job]), *SCRIPT_ARGS[job]], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "module" not in proc.stdout + proc.stderr
+    assert [line.split()[0] for line in log.read_text().splitlines() if not line.startswith("scontrol")] == ["srun"]
 
 
 @pytest.mark.parametrize("text,want", [("0", (0,)), ("3,1", (1, 3)), ("0-2,2", (0, 1, 2))])
@@ -227,3 +298,44 @@ def test_task_states_from_scontrol_name_the_tasks_that_did_not_complete():
         "array task 2 (job 7): CANCELLED, exit code 0:15",
         "array tasks 4-6%2 (job 9): CANCELLED, exit code 0:0, reason DependencyNeverSatisfied",
     ]
+
+
+# `sacct --jobs 4 --allocations --duplicates --parsable2 --format=JobID,JobIDRaw,State,ExitCode,Reason` as a
+# Slurm 22.05 site with slurmdbd prints it (task 0 requeued once; tasks 4-6 still pending together)
+SACCT = """\
+JobID|JobIDRaw|State|ExitCode|Reason
+4_0|5|REQUEUED|0:0|None
+4_0|5|COMPLETED|0:0|None
+4_1|6|FAILED|1:0|NonZeroExitCode
+4_2|7|CANCELLED by 0|0:15|None
+4_3|4|COMPLETED|0:0|None
+4_[4-6%2]|4|PENDING|0:0|Dependency
+"""
+
+
+def test_task_states_from_sacct_match_scontrols():
+    states = parse_task_states(SACCT)
+    assert [(s.task, s.job_id, s.state, s.exit_code, s.restarts) for s in states] == [
+        ("0", "5", "COMPLETED", "0:0", 1), ("1", "6", "FAILED", "1:0", 0), ("2", "7", "CANCELLED", "0:15", 0),
+        ("3", "4", "COMPLETED", "0:0", 0), ("4-6%2", "4", "PENDING", "0:0", 0)]
+    assert states[-1].n_tasks == 3
+    assert describe_unfinished_tasks(states)[:2] == [
+        "array task 1 (job 6): FAILED, exit code 1:0, reason NonZeroExitCode",
+        "array task 2 (job 7): CANCELLED, exit code 0:15",
+    ]
+
+
+def test_a_task_whose_units_are_recorded_done_is_done_whatever_slurm_says():
+    states = parse_task_states(SCONTROL)
+    lines = describe_unfinished_tasks(states, lambda s: s.task == "2")
+    assert "array task 2 (job 7): CANCELLED, exit code 0:15; all its units are recorded done" in lines[1]
+    assert "recorded done" not in lines[0]
+
+
+def test_ranks_and_steps_ask_for_nodes_and_cpus_explicitly():
+    """srun does not inherit sbatch's --cpus-per-task (Slurm >= 22.05): the step line passes it itself."""
+    for job in odd_chain().jobs[:2]:
+        argv = job.argv({"extract": "7"})
+        assert "--nodes=1" in argv and "--ntasks=2" in argv and "--cpus-per-task=4" in argv
+        step = argv[argv.index("--mpi=pmi2"):]
+        assert step[1] == "--cpus-per-task=4", step[:3]

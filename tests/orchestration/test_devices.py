@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from lwroi.encoding.devices import choose_device, resolve_device
+from lwroi.encoding.devices import check_allocated_gpus, choose_device, cuda_build, resolve_device
 from lwroi.exceptions import DeviceError
-from lwroi.orchestration.environment import check_launch, read_environment, threads_per_rank
+from lwroi.orchestration.environment import allocated_gpus, check_launch, read_environment, threads_per_rank
 
 
 @pytest.mark.parametrize("local_rank,n_gpus,expected", [(0, 4, "cuda:0"), (3, 4, "cuda:3"), (5, 4, "cuda:1"),
@@ -78,3 +78,45 @@ def test_launcher_mpi_mismatch_is_refused():
 def test_matching_launch_passes():
     check_launch(read_environment(1, 4, env={"SLURM_NTASKS": "4"}))
     check_launch(read_environment(0, 1, env={}))
+
+
+@pytest.mark.parametrize("env,expected", [
+    ({}, None),
+    ({"CUDA_VISIBLE_DEVICES": ""}, None),
+    ({"CUDA_VISIBLE_DEVICES": "NoDevFiles"}, None),  # Slurm: a GRES job on a node without the devices
+    ({"CUDA_VISIBLE_DEVICES": "-1"}, None),  # the usual way to hide every GPU
+    ({"SLURM_JOB_GPUS": "2,3", "CUDA_VISIBLE_DEVICES": "0,1"}, ("SLURM_JOB_GPUS", "2,3")),
+    ({"SLURM_STEP_GPUS": "1", "SLURM_JOB_GPUS": "0,1"}, ("SLURM_STEP_GPUS", "1")),
+    ({"CUDA_VISIBLE_DEVICES": "0"}, ("CUDA_VISIBLE_DEVICES", "0")),
+])
+def test_allocated_gpus_come_from_the_launcher(env, expected):
+    assert allocated_gpus(env) == expected
+
+
+def test_allocated_gpus_that_torch_cannot_see_stop_the_job_naming_the_cuda_build():
+    with pytest.raises(DeviceError, match=r"GPUs were allocated \(SLURM_JOB_GPUS=0\) but torch sees none: "
+                                          r"this torch is built for CUDA 13\.0, which needs an NVIDIA driver"):
+        check_allocated_gpus("auto", ("SLURM_JOB_GPUS", "0"), 0, "13.0")
+    with pytest.raises(DeviceError, match=r"CPU-only build"):
+        check_allocated_gpus("cuda", ("CUDA_VISIBLE_DEVICES", "0"), 0, None)
+    check_allocated_gpus("cpu", ("SLURM_JOB_GPUS", "0"), 0, "13.0")  # the CPU on purpose
+    check_allocated_gpus("auto", ("SLURM_JOB_GPUS", "0"), 1, "13.0")  # the GPU is there
+    check_allocated_gpus("auto", None, 0, "13.0")  # no GPU job: auto takes the CPU
+
+
+@pytest.mark.parametrize("variable", ["SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "CUDA_VISIBLE_DEVICES"])
+def test_pre_work_check_fires_on_a_gpu_job_where_torch_sees_no_gpu(monkeypatch, variable):
+    """This machine has no GPU: with Slurm's GPU variables set, the driver's pre-work check must refuse."""
+    from lwroi.encoding.devices import visible_gpu_count
+    from lwroi.orchestration import driver
+
+    if visible_gpu_count():
+        pytest.skip("a GPU is visible here: the check rightly passes")
+    for name in ("SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "CUDA_VISIBLE_DEVICES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, "0")
+    problems = driver._device_problems("auto")
+    assert len(problems) == 1 and f"GPUs were allocated ({variable}=0) but torch sees none" in problems[0]
+    build = cuda_build()
+    assert (f"built for CUDA {build}" if build else "CPU-only build") in problems[0]
+    assert driver._device_problems("cpu") == []

@@ -163,15 +163,16 @@ def build_chain(cfg: Config, site: SiteSettings, *, config_path: Path, overrides
     lwroi_args = [str(config_path)]
     for item in overrides:
         lwroi_args += ["--set", item]
-    step = [f"--mpi={site.srun_mpi}", *site.srun_flags, *container]
+    # srun does not inherit sbatch's --cpus-per-task (Slurm >= 22.05): without it a rank may be bound to one core
+    step = [f"--mpi={site.srun_mpi}", f"--cpus-per-task={site.cpus_per_rank}", *site.srun_flags, *container]
 
     common: list[Arg] = [f"--chdir={workdir}"]
     for option, value in (("--partition", site.partition), ("--account", site.account),
                           ("--mem-per-cpu", site.mem_per_cpu)):
         if value:
             common.append(f"{option}={value}")
-    common += site.sbatch_flags
-    ranks = [f"--ntasks={ranks_per_task}", f"--cpus-per-task={site.cpus_per_rank}"]
+    common += (*site.sbatch_flags, *site.module_export)
+    ranks = [f"--nodes={site.nodes}", f"--ntasks={ranks_per_task}", f"--cpus-per-task={site.cpus_per_rank}"]
     if site.gpus_per_rank:
         ranks.append(f"--gpus-per-task={site.gpus_per_rank}")
 

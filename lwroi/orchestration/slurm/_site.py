@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 import string
 from collections.abc import Callable, Mapping
@@ -20,6 +21,15 @@ def _at_least(least: int) -> Callable[[int], str | None]:
     return lambda v: None if v >= least else f"must be >= {least}"
 
 
+def _module_names(names: tuple[str, ...]) -> str | None:
+    bad = [n for n in names if not re.fullmatch(r"[\w.+@:/-]+", n)]
+    return f"not a module name: {', '.join(map(repr, bad))}" if bad else None
+
+
+MODULES_VARIABLE = "LWROI_MODULES"
+"""The environment variable that carries ``modules`` into the jobs, where the batch scripts load them."""
+
+
 @dataclass(frozen=True)
 class SiteSettings:
     """A site's Slurm and container settings: the keys of ``slurm/site.env`` (``LWROI_<FIELD>``).
@@ -30,8 +40,10 @@ class SiteSettings:
     partition: str = ""
     account: str = ""
     sbatch_flags: tuple[str, ...] = ()
+    modules: tuple[str, ...] = ()
     shards: int = 4
     ranks_per_task: int = 2
+    nodes: int = 1
     array_max_running: int = 0
     gpus_per_rank: int = 1
     cpus_per_rank: int = 8
@@ -52,10 +64,23 @@ class SiteSettings:
 
     _constraints: ClassVar[dict[str, Callable[[Any], str | None]]] = {
         "shards": _at_least(1), "ranks_per_task": _at_least(1), "array_max_running": _at_least(0),
-        "gpus_per_rank": _at_least(0), "cpus_per_rank": _at_least(1), "signal_seconds": _at_least(0),
-        "max_requeues": _at_least(0),
+        "nodes": _at_least(1), "gpus_per_rank": _at_least(0), "cpus_per_rank": _at_least(1),
+        "signal_seconds": _at_least(0),
+        "max_requeues": _at_least(0), "modules": _module_names,
     }
 
+    def __post_init__(self) -> None:
+        # The jobs get the modules as sbatch --export=ALL,LWROI_MODULES=... (see build_chain): a second --export would
+        # replace that one, so it is refused here, before anything is rendered.
+        if self.modules and any(flag.startswith("--export") for flag in self.sbatch_flags):
+            raise ConfigError(f"LWROI_MODULES is passed to the jobs with sbatch --export=ALL,{MODULES_VARIABLE}=..., "
+                              f"but LWROI_SBATCH_FLAGS already has an --export option: add {MODULES_VARIABLE}=... "
+                              "to that one and leave LWROI_MODULES empty")
+
+    @property
+    def module_export(self) -> tuple[str, ...]:
+        """The sbatch option that carries ``modules`` into every job (empty without modules)."""
+        return (f"--export=ALL,{MODULES_VARIABLE}={' '.join(self.modules)}",) if self.modules else ()
 
 _SITE_FIELDS = {f"LWROI_{f.name.upper()}": f.name for f in fields(SiteSettings) if f.name != "scripts_dir"}
 
