@@ -23,6 +23,30 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO / "configs" / "demo.yaml"
 TINY_CONFIG = REPO / "tests" / "tiny.yaml"
+IMAGE_BUILD = pytest.StashKey()
+"""The session's background image build (tests/cluster/image.py), when it runs container tests."""
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Container tests last (stable order otherwise): their image builds in the background meanwhile."""
+    items.sort(key=lambda item: item.get_closest_marker("container") is not None)
+
+
+def pytest_collection_finish(session) -> None:
+    """Start the image build now when a container test will run and no prebuilt image is given."""
+    if session.config.option.collectonly or os.environ.get("LWROI_TEST_IMAGE") or not shutil.which("apptainer"):
+        return  # the lwroi_image fixture says what is missing
+    if any(item.get_closest_marker("container") for item in session.items):
+        from tests.cluster.image import start_image_build
+
+        session.config.stash[IMAGE_BUILD] = start_image_build()
+
+
+def pytest_sessionfinish(session) -> None:
+    """A build no test waited for (the session stopped early) is stopped and removed."""
+    build = session.config.stash.get(IMAGE_BUILD, None)
+    if build is not None:
+        build.remove()
 TINY_SYNTH = ("--subjects", "2", "--videos", "40", "--challenge", "4")
 """``lwroi synth`` options of the tiny dataset: what tests/tiny.yaml's data section says it holds."""
 

@@ -47,8 +47,9 @@ def pearson_r_columns(Y_true: np.ndarray, Y_pred: np.ndarray, *, kind: str = "pe
     r : array of shape (n_voxels,)
         Per-column correlation; 0 where either column is constant.
     """
-    Y_true = np.asarray(Y_true, dtype=np.float64)
-    Y_pred = np.asarray(Y_pred, dtype=np.float64)
+    # writable arrays: torch cannot wrap a read-only one (a memory-mapped store) without a warning
+    Y_true = np.require(Y_true, dtype=np.float64, requirements="W")
+    Y_pred = np.require(Y_pred, dtype=np.float64, requirements="W")
     if Y_true.ndim != 2 or Y_true.shape != Y_pred.shape:
         raise ValueError(
             f"Y_true and Y_pred must be 2-D arrays of the same shape (n_samples, n_voxels); "

@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -24,20 +23,17 @@ from pathlib import Path
 import pytest
 
 from lwroi.orchestration.slurm import TaskState, parse_task_states
-from tests.conftest import REPO, TINY_CONFIG, run_lwroi
+from tests.cluster.image import start_image_build
+from tests.conftest import IMAGE_BUILD, REPO, TINY_CONFIG, run_lwroi
 from tests.orchestration.test_mpi import assert_tables_equal, done_events
 
 pytestmark = [pytest.mark.slurm, pytest.mark.container, pytest.mark.slow, pytest.mark.timeout(2400)]
 
-BUILD_SECONDS = 1800
 # Every ROI of the tiny dataset: 10 x (tune, select, 2 fits) = 40 units, 20 per array task.
 ALL_ROIS = ("--set", "data.rois=[V1,V2,V3,V4,LOC,EBA,FFA,STS,PPA,WB]")
 CHAIN_SECONDS = 900
 ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL",
          "DEADLINE"}
-# The CI build of containers/README.md: the machine's own wheels and CA bundle (egress proxy).
-CI_WHEELHOUSES = ("/opt/pypi-more/files", "/opt/pypi/files")
-CI_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 TEST_SITE = """\
 # The test node: one 2-core node, no GPU.
 LWROI_SHARDS=2
@@ -80,35 +76,24 @@ def _check_command(argv: list[str], what: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def lwroi_image() -> Iterator[Path]:
-    """The image, built once per session from containers/lwroi.def with CI's build arguments, in /tmp.
+def lwroi_image(request) -> Iterator[Path]:
+    """The image built from containers/lwroi.def with CI's build arguments (tests/cluster/image.py).
 
-    ``LWROI_TEST_IMAGE=PATH`` uses a prebuilt image instead (developers iterating on these tests;
-    CI always builds). A failed build fails the tests.
+    The build started in the background when the session began (tests/conftest.py); a session that
+    did not start one builds here. ``LWROI_TEST_IMAGE=PATH`` uses a prebuilt image instead
+    (developers iterating on these tests; CI always builds). A failed build fails the tests.
     """
     _check_command(["apptainer", "--version"], "apptainer")
     if os.environ.get("LWROI_TEST_IMAGE"):
         yield Path(os.environ["LWROI_TEST_IMAGE"])
         return
-    work = Path(tempfile.mkdtemp(prefix="lwroi-image-", dir="/tmp"))
+    build = request.config.stash.get(IMAGE_BUILD, None) or start_image_build()
     try:
-        lines = [f"EXTRA_CA_BUNDLE={CI_CA_BUNDLE}" if Path(CI_CA_BUNDLE).is_file() else "EXTRA_CA_BUNDLE="]
-        lines.append("WHEELHOUSE=" + " ".join(p for p in CI_WHEELHOUSES if Path(p).is_dir()))
-        (work / "build.args").write_text("\n".join(lines) + "\n")
-        image, log = work / "lwroi.sif", work / "build.log"
-        env = {**os.environ, "APPTAINER_CACHEDIR": str(work / "cache"), "APPTAINER_TMPDIR": str(work)}
-        t0 = time.monotonic()
-        with log.open("w") as out:
-            proc = subprocess.run(
-                ["apptainer", "build", "--force", "--mksquashfs-args", "-comp zstd -Xcompression-level 3",
-                 "--build-arg-file", str(work / "build.args"), str(image), "containers/lwroi.def"],
-                cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env, timeout=BUILD_SECONDS)
-        if proc.returncode != 0:
-            pytest.fail(f"apptainer build failed (exit {proc.returncode}); end of {log}:\n{log.read_text()[-6000:]}")
-        print(f"built {image} in {time.monotonic() - t0:.0f}s")
+        image = build.wait()
+        print(f"built {image} in {time.monotonic() - build.started:.0f}s (in the background)")
         yield image
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        build.remove()
 
 
 @pytest.fixture(scope="session")
