@@ -49,7 +49,7 @@ fi
 # host's MPICH-family mpiexec and under srun --mpi=pmi2.
 /opt/lwroi/venv/bin/pip install --prefer-binary \
     "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" \
-    "/opt/lwroi/src[mpich]"
+    "/opt/lwroi/src[mpich,timm]"
 rm -rf /opt/lwroi/build-wheelhouse /opt/lwroi/src /opt/lwroi/install.sh
 
 # torchvision looks for pretrained weights in $TORCH_HOME/hub/checkpoints.

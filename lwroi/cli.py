@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     for verb, (_, text) in PHASE_VERBS.items():
         p = sub.add_parser(verb, help=text, description=text)
         _add_run_options(p)
+        if verb == "extract":
+            p.add_argument("--raw", action="store_true",
+                           help="only the extraction units (every model's video shards), not the reduction into "
+                                "feature stores: the extract array of `lwroi submit` for a zoo")
 
     summ = sub.add_parser("summarize", help="reduce a run's unit results into summary.csv and results.csv",
                           description="Reduce the unit results of RUN_DIR into results.csv, summary.csv and "
@@ -90,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(verb, help=text, description=description)
         p.add_argument("run_dir", type=Path)
         p.add_argument("--out", type=Path, help=f"output folder (default: RUN_DIR/{verb})")
+        if verb == "export":
+            p.add_argument("--model", metavar="NAME", help="the model whose predictions to export (required when the "
+                                                           "run compares several: features.models)")
     subm = sub.add_parser("submit", help="submit the run to Slurm: extract job -> array of plan shards -> reduce job",
                           description="Submit CONFIG as a chain of Slurm jobs running the apptainer image: "
                                       "`lwroi extract` (left out when the features are done), an array whose task i "
@@ -113,6 +120,17 @@ def build_parser() -> argparse.ArgumentParser:
     subm.add_argument("--check", action="store_true",
                       help="check the site file against this cluster (partition, each job's size with sbatch "
                            "--test-only, apptainer and the image, srun's PMI), one line per check; submit nothing")
+    lays = sub.add_parser("layers", help="a model's family, input and default layers, to choose features.layers",
+                          description="Print MODEL's family, what it is fed (image frames or clips, their size), "
+                                      "its normalisation and its default layers (display name = node, feature count); "
+                                      "with --all every node of its graph. MODEL is any features.model value: a "
+                                      "torchvision image or video model, timm:<name> or package.module:factory. "
+                                      "Random weights: nothing is downloaded.")
+    lays.add_argument("model", metavar="MODEL")
+    lays.add_argument("--all", dest="all_nodes", action="store_true", help="also list every graph node")
+    lays.add_argument("--image-size", type=int, default=224, metavar="N", help="frame size in pixels (default: 224)")
+    lays.add_argument("--frames", type=int, default=16, metavar="T",
+                      help="frames per clip of a video model (default: 16)")
     stat = sub.add_parser("status", help="units done/running/pending/failed per phase, with an ETA",
                           description="Show per phase how many units are done, running, pending and failed.")
     stat.add_argument("run_dir", type=Path)
@@ -131,9 +149,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.verb == "submit":
             return _submit(args)
         if args.verb == "export":
-            return _export(args.run_dir, args.out)
+            return _export(args.run_dir, args.out, args.model)
         if args.verb == "report":
             return _report(args.run_dir, args.out)
+        if args.verb == "layers":
+            return _layers(args)
         return _status(args.run_dir)
     except LwroiError as exc:
         print(f"lwroi {args.verb}: error: {exc}", file=sys.stderr)
@@ -151,7 +171,7 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"lwroi {args.verb}: error: {exc}", file=sys.stderr)
         return 2
-    up_to = PHASE_VERBS[args.verb][0]
+    up_to = "extract" if getattr(args, "raw", False) else PHASE_VERBS[args.verb][0]
     result = launch(cfg, up_to=up_to, shard=shard, mpi=args.mpi, restart=args.restart, tune_split=args.tune_split)
     if args.verb == "run" and result.rank == 0 and result.exit_code == 0 and shard is None:
         return _summarize(result.run_dir)
@@ -160,11 +180,10 @@ def _run(args: argparse.Namespace) -> int:
 
 def _plan_of(run_dir: Path):
     from lwroi.orchestration.plan import build_plan
-    from lwroi.orchestration.results import ResultStore
-    from lwroi.orchestration.rundir import load_run_config, run_fingerprint
+    from lwroi.orchestration.rundir import load_run_config, run_store
 
     cfg = load_run_config(run_dir)
-    store = ResultStore(run_dir, run_fingerprint(run_dir))
+    store = run_store(run_dir)
 
     def roi_cost(subject: str, roi: str) -> float:
         return 1.0
@@ -195,7 +214,7 @@ def _summarize(run_dir: Path, array_states: TextIO | None = None) -> int:
         print(f"lwroi summarize: {len(reduction.missing)} unit(s) missing and {len(reduction.failed)} failed in "
               f"{run_dir}; tables not written (rerun the same command to finish the run)", file=sys.stderr)
         return EXIT_INCOMPLETE
-    for path in write_tables(run_dir, reduction, store, cfg.data.wb_affine)[:2]:
+    for path in [p for p in write_tables(run_dir, reduction, store, cfg.data.wb_affine) if p.suffix == ".csv"]:
         print(f"wrote {path}")
     print(reduction.summary.to_string(index=False))
     return 0
@@ -214,12 +233,19 @@ def _report(run_dir: Path, out: Path | None) -> int:
     return 0
 
 
-def _export(run_dir: Path, out: Path | None) -> int:
+def _export(run_dir: Path, out: Path | None, model: str | None) -> int:
     from lwroi.exceptions import IncompleteRunError
     from lwroi.orchestration.schedule import EXIT_INCOMPLETE
     from lwroi.outputs.export import collect_submission, write_submission
 
-    _, store, units = _plan_of(run_dir)
+    cfg, store, units = _plan_of(run_dir)
+    names = cfg.model_names
+    if (model is None and len(names) > 1) or (model is not None and model not in names):
+        why = "choose one with --model" if model is None else f"--model {model!r} is not one of them"
+        print(f"lwroi export: error: {run_dir} compares {len(names)} model(s): {', '.join(names)}; {why}",
+              file=sys.stderr)
+        return 2
+    units = [u for u in units if u.model == (model or names[0])]
     try:
         submission, excluded = collect_submission(store, units)
     except IncompleteRunError as exc:
@@ -294,6 +320,14 @@ def _submit_check(args: argparse.Namespace, cfg: Config) -> int:
     failed = sum(not c.ok for c in checks)
     print(f"lwroi submit --check: {len(checks) - failed} of {len(checks)} checks passed ({args.site})")
     return 1 if failed else 0
+
+
+def _layers(args: argparse.Namespace) -> int:
+    from lwroi.features.describe import describe_model
+
+    print("\n".join(describe_model(args.model, image_size=args.image_size, frame_count=args.frames,
+                                   all_nodes=args.all_nodes)))
+    return 0
 
 
 def _status(run_dir: Path) -> int:

@@ -72,11 +72,39 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class ModelEntry:
+    """One model of a zoo (``features.models``): its name and the feature settings it gives itself.
+
+    The name keys its units (``fit/<name>/sub01/V1``), feature store and table rows; the settings are
+    (key, value) pairs of the features section, already typed and checked.
+    """
+
+    name: str
+    settings: tuple[tuple[str, Any], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The entry as a config file writes it."""
+        return {"name": self.name, **{key: _lists(value) for key, value in self.settings}}
+
+
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+"""A model name is one path segment of unit keys and file names."""
+
+NOT_PER_MODEL = ("models", "store_dir")
+"""Feature keys a zoo's model cannot set for itself."""
+
+
+def default_model_name(model: str) -> str:
+    """The name a model goes by when its entry gives none: ``timm:vit_b`` -> ``timm-vit_b``."""
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", model).strip("-") or "model"
+
+
+@dataclass(frozen=True)
 class FeatureConfig:
     """DNN feature extraction and dimensionality reduction."""
 
     model: str = "alexnet"
-    """Any torchvision classification model name."""
+    """A torchvision image classification or video model, ``timm:NAME`` or ``package.module:factory``."""
     layers: tuple[str, ...] = ()
     """Graph node names to read; empty means the model's default (AlexNet: conv1..fc8 as in the paper)."""
     weights: str = "random"
@@ -111,6 +139,10 @@ class FeatureConfig:
     """Seeds random weight initialisation and the random projection."""
     store_dir: str = "feature_store"
     """Feature store root; one sub-folder per (videos, feature settings) fingerprint, reused across runs."""
+    models: tuple[ModelEntry, ...] = ()
+    """A zoo: several models in one run, each a mapping with a ``name`` and any feature keys of its own
+    (``model``, ``layers``, ``weights``, ``image_size``, ...); the keys it leaves out come from this
+    section. Empty: the one model of this section, named after ``model``."""
 
     _constraints: ClassVar[dict[str, Callable[[Any], str | None]]] = {
         "frame_count": lambda v: _check(v >= 1, "must be >= 1"),
@@ -335,11 +367,42 @@ class Config:
         """Plain nested dict of every setting (what ``config.yaml`` in a run holds)."""
         out = dataclasses.asdict(self)
         out.pop("source")
+        out["features"]["models"] = [m.to_dict() for m in self.features.models]
         return _lists(out)
 
     def fingerprint(self) -> str:
-        """Stable hash of the settings that decide results (see :func:`result_settings`)."""
+        """Stable hash of the settings that decide results, but for the models of a zoo (see :func:`result_settings`).
+
+        A zoo's units carry their model's :meth:`model_fingerprints` instead, so adding a model to a
+        finished study keeps every result of the others.
+        """
         return stable_hash(_flat_encoding(result_settings(self.to_dict())))
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        """The models of the run, in config order: a zoo's entries, else the features section's one model."""
+        if self.features.models:
+            return tuple(m.name for m in self.features.models)
+        return (default_model_name(self.features.model),)
+
+    def for_model(self, name: str) -> Config:
+        """The config as a one-model run of model ``name``: its features section is the model's settings."""
+        if not self.features.models:
+            if name != self.model_names[0]:
+                raise KeyError(name)
+            return self
+        (entry,) = [m for m in self.features.models if m.name == name] or [None]
+        if entry is None:
+            raise KeyError(name)
+        features = dataclasses.replace(self.features, models=(), **dict(entry.settings))
+        return dataclasses.replace(self, features=features)
+
+    def model_fingerprints(self) -> dict[str, str]:
+        """Per model, the hash of every setting that decides its results: :meth:`fingerprint` and its entry."""
+        if not self.features.models:
+            return {self.model_names[0]: self.fingerprint()}
+        base = self.fingerprint()
+        return {m.name: stable_hash({"run": base, "model": m.to_dict()}) for m in self.features.models}
 
 
 SECTIONS: dict[str, type] = {
@@ -388,6 +451,7 @@ def result_settings(settings: dict[str, Any]) -> dict[str, Any]:
     (:data:`MOVED_SETTINGS`) are moved into their solver's section.
     """
     kept = {name: dict(settings.get(name, {})) for name in ("data", "features", "encoding")}
+    kept["features"].pop("models", None)  # a zoo's models have fingerprints of their own
     for section, key in NOT_RESULT_SETTINGS:
         kept[section].pop(key, None)
     encoding = kept["encoding"]
@@ -526,8 +590,44 @@ def _build_section(cls: type, raw: Any, source: str, name: str) -> Any:
         valid = ", ".join(types)
         raise ConfigError(f"{source}: unknown key '{name}.{unknown[0]}'; valid keys of '{name}': {valid}")
     values = {key: _build_section(types[key], value, source, f"{name}.{key}") if dataclasses.is_dataclass(types[key])
-              else coerce_setting(cls, key, value, f"{source}: {name}.{key}") for key, value in raw.items()}
+              else coerce_setting(cls, key, value, f"{source}: {name}.{key}") for key, value in raw.items()
+              if not (cls is FeatureConfig and key == "models")}
+    if cls is FeatureConfig and "models" in raw:
+        values["models"] = _build_models(raw["models"], source, f"{name}.models")
     return cls(**values)
+
+
+def _build_models(raw: Any, source: str, where: str) -> tuple[ModelEntry, ...]:
+    """The entries of ``features.models``, each key typed and checked, names unique."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ConfigError(f"{source}: {where} = {raw!r}: expected a list of models (mappings with a 'model' key)")
+    entries: list[ModelEntry] = []
+    per_model = [f.name for f in fields(FeatureConfig) if f.name not in NOT_PER_MODEL]
+    for i, item in enumerate(raw):
+        at = f"{where}[{i}]"
+        if isinstance(item, str):
+            item = {"model": item}
+        if not isinstance(item, dict):
+            raise ConfigError(f"{source}: {at} = {item!r}: expected a mapping such as {{name: r18, model: resnet18}}")
+        unknown = sorted(set(item) - {"name", *per_model})
+        if unknown:
+            raise ConfigError(f"{source}: unknown key '{at}.{unknown[0]}'; a model entry takes 'name' and the "
+                              f"features keys {', '.join(per_model)}")
+        if "model" not in item:
+            raise ConfigError(f"{source}: {at}: every model entry needs 'model' (a torchvision name, timm:NAME or "
+                              "package.module:factory)")
+        settings = tuple((key, coerce_setting(FeatureConfig, key, value, f"{source}: {at}.{key}"))
+                         for key, value in item.items() if key != "name")
+        name = item.get("name", default_model_name(str(dict(settings)["model"])))
+        if not isinstance(name, str) or not MODEL_NAME.fullmatch(name):
+            raise ConfigError(f"{source}: {at}.name = {name!r}: must be letters, digits and _ . + - (it names the "
+                              "model's units and files), starting with a letter or digit")
+        if name in (e.name for e in entries):
+            raise ConfigError(f"{source}: {at}.name = {name!r}: two models share the name; give one a 'name'")
+        entries.append(ModelEntry(name, settings))
+    return tuple(entries)
 
 
 def coerce_setting(cls: type, key: str, value: Any, where: str, *, text: bool = False) -> Any:

@@ -25,7 +25,9 @@ own subprocess on the same data and folds, so its peak RSS (``ru_maxrss``) is it
 (252 models: 162 tuning + 90 fits) at ``--assume-epochs`` epochs per model, with the epoch time
 scaled by each ROI's voxel count; the output says so. Extraction is timed on ``--videos``
 synthetic mp4 clips: ``extract_video_features`` (decoding overlapped with the forward) against a
-bare forward of a random-init AlexNet on the same, already decoded frames at 224 px.
+bare forward of a random-init AlexNet on the same, already decoded frames at 224 px; ``zoo_extract``
+times ``lwroi extract``'s path (decoding, default layers, random weights) for one network per
+family of a model zoo (``ZOO_BENCH``) on ``--zoo-videos`` clips.
 
 Writes ``bench.csv`` and ``bench.md`` under ``--out`` and prints the table.
 """
@@ -166,7 +168,8 @@ def worker(name: str, folder: Path, args: argparse.Namespace) -> dict:
 
     torch.set_num_threads(args.threads)
     return {"original": _work_original, "sgd": _work_sgd, "kernel": _work_kernel, "kernel_wb": _work_kernel_wb,
-            "himalaya": _work_himalaya, "extract": _work_extract}[name](folder, args)  # fmt: skip
+            "himalaya": _work_himalaya, "extract": _work_extract, "zoo_extract": _work_zoo_extract,
+            }[name](folder, args)  # fmt: skip
 
 
 def _v1(folder: Path) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray, np.ndarray]:
@@ -301,23 +304,58 @@ def _work_himalaya(folder: Path, args: argparse.Namespace) -> dict:
     return out
 
 
-def _work_extract(folder: Path, args: argparse.Namespace) -> dict:
-    import torch
-
+def _bench_videos(folder: Path, n: int) -> list[Path]:
+    """``n`` synthetic 268-px clips of 3 s at 15 or 30 fps (written once per data folder)."""
     from lwroi.data import make_video_frames, write_video
-    from lwroi.features import ALEXNET_LAYERS, LayerFeatureExtractor, extract_video_features, load_model
-    from lwroi.features.video import read_video_frames
 
     rng = np.random.default_rng(SEED)
     videos = folder / "videos"
     videos.mkdir(exist_ok=True)
     paths = []
-    for i in range(args.videos):
+    for i in range(n):
         fps = int(rng.choice([15, 30]))
         path = videos / f"{i:04d}.mp4"
         if not path.exists():
             write_video(path, make_video_frames(rng, 3 * fps, size=268), fps)
         paths.append(path)
+    return paths
+
+
+ZOO_BENCH = (("cnn", "resnet50", 224, 16), ("transformer", "vit_b_16", 224, 16), ("hybrid", "maxvit_t", 224, 16),
+             ("clip", "timm:vit_base_patch16_clip_224.openai", 224, 16), ("video", "r3d_18", 112, 16))
+"""One network per family, as the paper-like zoo runs it: (family, model, image_size, frames per video)."""
+
+
+def _work_zoo_extract(folder: Path, args: argparse.Namespace) -> dict:
+    """Extraction throughput of one network per family, default layers, random weights, as `lwroi extract` runs it."""
+    import warnings
+
+    from lwroi.config import FeatureConfig
+    from lwroi.features import build_extractor, extract_video_features
+
+    paths = _bench_videos(folder, args.zoo_videos + 1)
+    out = {}
+    for family, model, size, frames in ZOO_BENCH:
+        f = FeatureConfig(model=model, image_size=size, frame_count=frames)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            extractor, _ = build_extractor(f, device="cpu")
+        sampling = {"sampling": "count", "count": frames, "stride": 4}
+        extract_video_features(paths[:1], extractor, batch_size=f.batch_size, **sampling)  # warm-up
+        start = time.perf_counter()
+        extract_video_features(paths[1:], extractor, batch_size=f.batch_size, **sampling)
+        out[family] = {"model": model, "size": size, "frames": frames,
+                       "videos_per_s": args.zoo_videos / (time.perf_counter() - start)}
+    return out
+
+
+def _work_extract(folder: Path, args: argparse.Namespace) -> dict:
+    import torch
+
+    from lwroi.features import ALEXNET_LAYERS, LayerFeatureExtractor, extract_video_features, load_model
+    from lwroi.features.video import read_video_frames
+
+    paths = _bench_videos(folder, args.videos)
     import warnings
 
     with warnings.catch_warnings():
@@ -420,6 +458,10 @@ def report(results: dict, args: argparse.Namespace, out: Path) -> None:
         add("extract", "bare AlexNet forward, frames/s", r["forward_fps"], "1/s")
         add("extract", "extraction / bare forward", ratio, "", f">= {TARGETS['extract_ratio']:g}",
             ratio >= TARGETS["extract_ratio"])  # fmt: skip
+    for family, r in results.get("zoo_extract", {}).items():
+        if isinstance(r, dict):
+            add("zoo_extract", f"{family}: {r['model']} at {r['size']} px, {r['frames']} frames per video, videos/s",
+                r["videos_per_s"], "1/s")  # fmt: skip
     table = pd.DataFrame(rows)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "bench.csv", index=False)
@@ -454,9 +496,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sgd-fit-epochs", type=int, default=30, help="epoch cap of (b)'s held-out fit")
     parser.add_argument("--subjects", type=int, default=10)
     parser.add_argument("--videos", type=int, default=32)
+    parser.add_argument("--zoo-videos", type=int, default=4, help="videos timed per network of zoo_extract")
     parser.add_argument("--peer-rois", nargs="+", default=["V1", "LOC"])
     parser.add_argument("--methods", nargs="+",
-                        default=["original", "sgd", "kernel", "kernel_wb", "himalaya", "extract"])
+                        default=["original", "sgd", "kernel", "kernel_wb", "himalaya", "extract", "zoo_extract"])
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -466,7 +509,8 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(result))
         return
     args.passthrough = [f"--threads={args.threads}", f"--epochs={args.epochs}", f"--subjects={args.subjects}",
-                        f"--videos={args.videos}", f"--sgd-fit-epochs={args.sgd_fit_epochs}", "--peer-rois",
+                        f"--videos={args.videos}", f"--zoo-videos={args.zoo_videos}",
+                        f"--sgd-fit-epochs={args.sgd_fit_epochs}", "--peer-rois",
                         *args.peer_rois]  # fmt: skip
     results: dict = {"load_before": f"{os.getloadavg()[0]:.2f}"}
     with tempfile.TemporaryDirectory(prefix="lwroi-bench-") as tmp:

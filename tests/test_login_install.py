@@ -77,7 +77,7 @@ def test_login_verbs_work_with_the_documented_install(login_venv, tiny_run, tiny
 
     status = login_lwroi(login_venv, "status", str(run), cwd=tmp_path)
     assert status.returncode == 0, status.stderr
-    assert re.search(r"^fit\s+6\s", status.stdout, re.MULTILINE), status.stdout
+    assert re.search(r"^alexnet\s+fit\s+6\s", status.stdout, re.MULTILINE), status.stdout
 
     summary = login_lwroi(login_venv, "summarize", str(run), cwd=tmp_path)
     assert summary.returncode == 0, summary.stderr

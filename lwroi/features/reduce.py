@@ -1,14 +1,34 @@
-"""Standardise and reduce each layer's features, fitted on the training videos only.
+"""Standardise and reduce each layer's features, fitted on the training videos only, in row chunks.
 
 Fitting on the training rows alone means held-out videos never shape the scaler or the
 projection, so test scores are not inflated by leakage.
+
+Big layers never sit in memory for all videos at once (VGG16's first block is 3.2 M values a
+video: 14 GB for the 1,102 Algonauts videos). A layer is read in chunks of rows, as many as
+``memory_budget`` holds (:func:`chunk_rows`): one pass over the training rows gathers the
+standardisation statistics (sklearn's own ``StandardScaler.partial_fit``), then every split is
+standardised and projected chunk by chunk into its float32 output. The sparse random projection
+is data-independent: it is made from the layer's shape and seed alone, the components those of
+a fit on the rows themselves. PCA needs the data: it materialises one layer's standardised
+training rows (n_train x n_features).
+
+Peak memory is thus ``memory_budget``, plus the outputs (n_rows x reduced dims, float32; a
+layer left unprojected is its full width), plus one layer's SRP matrix (or, with PCA, its
+training rows), plus sklearn's per-feature statistics (about 75 B a feature of the widest layer:
+240 MB for 3.2 M). The SRP matrix of VGG16's first block for 900 training rows at eps 0.1 is
+5,830 x 3.2 M with 10.4 M nonzeros: 80 MB held, about 400 MB while sklearn draws it (measured
+by ``scripts/measure_memory.py``). An in-memory array is read the same way: one code path,
+whatever the chunk size; the results depend on neither the chunk size (but for float rounding)
+nor how the videos were sharded.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Protocol
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
 from sklearn.random_projection import SparseRandomProjection, johnson_lindenstrauss_min_dim
@@ -16,9 +36,42 @@ from sklearn.random_projection import SparseRandomProjection, johnson_lindenstra
 METHODS = ("srp", "pca", "none")
 TEST_SCALERS = ("train", "test")
 
+DEFAULT_MEMORY_BUDGET = 256 * 2**20
+"""Bytes a chunk of rows may take while it is read, standardised and projected."""
+
+BYTES_PER_VALUE = 32
+"""Working bytes per value of a chunk: the rows read (4 for float32), sklearn's ``partial_fit``
+temporaries (its NaN mask and float64 deviations: 16 measured for float32 rows), the standardised
+copy (4), with margin (float64 rows need more)."""
+
+
+class RowSource(Protocol):
+    """Rows read on demand: an ndarray, or one layer of the raw shards (:class:`~lwroi.features.store.RawLayer`).
+
+    Indexing with a 1-D integer array returns a new ndarray of those rows, in that order.
+    """
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def dtype(self) -> np.dtype: ...
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray: ...
+
+
+def chunk_rows(n_features: int, memory_budget: int) -> int:
+    """Rows per chunk: as many as ``memory_budget`` holds at :data:`BYTES_PER_VALUE`, at least one."""
+    return max(1, int(memory_budget) // (BYTES_PER_VALUE * max(n_features, 1)))
+
+
+def _work_dtype(dtype: np.dtype) -> np.dtype:
+    """float32 rows are standardised in float32 (as ``StandardScaler`` keeps them), any other in float64."""
+    return np.dtype(np.float32) if np.dtype(dtype) == np.float32 else np.dtype(np.float64)
+
 
 class LayerReducer:
-    """Standardisation followed by an optional projection, for one layer.
+    """Standardisation followed by an optional projection, for one layer, fitted and applied in row chunks.
 
     Parameters
     ----------
@@ -32,6 +85,9 @@ class LayerReducer:
     scale_floor : bool, default=True
         Floor the training scales (see :func:`_floor_scale`); False: plain ``StandardScaler``,
         as the original.
+    memory_budget : int, default=DEFAULT_MEMORY_BUDGET
+        Bytes a chunk of rows may take (see :func:`chunk_rows`). The results do not depend on
+        it but for float rounding.
 
     Attributes
     ----------
@@ -42,24 +98,40 @@ class LayerReducer:
     n_features_in_ : int
     n_components_ : int
         Output dimension.
+    chunk_rows_ : int
+        Rows read at a time.
     note_ : str
         Why the layer was kept unprojected, or "".
     """
 
-    def __init__(self, *, method: str, srp_eps: float, pca_ratio: float, seed: int, scale_floor: bool = True) -> None:
+    def __init__(self, *, method: str, srp_eps: float, pca_ratio: float, seed: int, scale_floor: bool = True,
+                 memory_budget: int = DEFAULT_MEMORY_BUDGET) -> None:
         self.method = method
         self.srp_eps = srp_eps
         self.pca_ratio = pca_ratio
         self.seed = seed
         self.scale_floor = scale_floor
+        self.memory_budget = memory_budget
 
-    def fit(self, X_train: np.ndarray) -> LayerReducer:
-        """Fit the scaler and the projection on training rows of shape (n_samples, n_features)."""
+    def fit(self, X: RowSource, rows: np.ndarray | None = None) -> LayerReducer:
+        """Fit the scaler and the projection on rows ``rows`` of ``X`` (all of them by default).
+
+        Parameters
+        ----------
+        X : ndarray or RowSource of shape (n_videos, n_features)
+        rows : int ndarray, optional
+            The training rows.
+        """
         if self.method not in METHODS:
             raise ValueError(f"method = {self.method!r}: must be one of {', '.join(METHODS)}")
-        n_samples, n_features = X_train.shape
+        rows = _all_rows(X, rows)
+        n_samples, n_features = len(rows), int(X.shape[1])
+        if not n_samples:
+            raise ValueError("no training rows: the reduction is fitted on them")
         self.n_features_in_ = n_features
-        self.scaler_ = _train_scaler(X_train, scale_floor=self.scale_floor)
+        self.chunk_rows_ = chunk_rows(n_features, self.memory_budget)
+        self._dtype = _work_dtype(X.dtype)
+        self.scaler_ = _fit_scaler(self._chunks(X, rows), scale_floor=self.scale_floor)
         self.projection_: SparseRandomProjection | PCA | None = None
         self.note_ = ""
         if self.method == "srp":
@@ -70,39 +142,54 @@ class LayerReducer:
                     f"{target} components, not fewer than the {n_features} features"
                 )
             else:
-                self.projection_ = SparseRandomProjection(eps=self.srp_eps, random_state=self.seed)
+                # the matrix comes from the shape and the seed alone: an empty sparse stand-in of the
+                # standardised rows' shape and dtype gives the components a fit on the rows would
+                stand_in = sp.csr_matrix((n_samples, n_features), dtype=self._dtype)
+                self.projection_ = SparseRandomProjection(eps=self.srp_eps, random_state=self.seed).fit(stand_in)
         elif self.method == "pca":
             n_components = None if self.pca_ratio >= 1 else self.pca_ratio
-            self.projection_ = PCA(n_components=n_components, svd_solver="full")
-        if self.projection_ is not None:
-            self.projection_.fit(self.scaler_.transform(X_train))
-            self.n_components_ = int(self.projection_.n_components_)
-        else:
-            self.n_components_ = n_features
+            # PCA needs the data: this layer's standardised training rows are materialised, and
+            # centred in place (copy=False) rather than copied once more
+            train = np.empty((n_samples, n_features), dtype=self._dtype)
+            _fill(train, (self.scaler_.transform(chunk) for chunk in self._chunks(X, rows)))
+            self.projection_ = PCA(n_components=n_components, svd_solver="full", copy=False).fit(train)
+        self.n_components_ = n_features if self.projection_ is None else int(self.projection_.n_components_)
         return self
 
-    def transform(self, X: np.ndarray, *, own_scaler: bool = False) -> np.ndarray:
-        """Standardise and project rows of shape (n_samples, n_features_in_).
+    def transform(self, X: RowSource, rows: np.ndarray | None = None, *, own_scaler: bool = False) -> np.ndarray:
+        """Standardise and project rows ``rows`` of ``X`` (all of them by default), chunk by chunk.
 
         Parameters
         ----------
+        X : ndarray or RowSource of shape (n_videos, n_features_in_)
+        rows : int ndarray, optional
         own_scaler : bool, default=False
-            Standardise ``X`` with its own mean and std instead of the training ones. This
+            Standardise the rows with their own mean and std instead of the training ones. This
             reproduces the original implementation's flaw and exists for compatibility only.
 
         Returns
         -------
-        X_reduced : float32 ndarray of shape (n_samples, n_components_)
+        X_reduced : float32 ndarray of shape (n_rows, n_components_)
         """
         if not hasattr(self, "scaler_"):
             raise RuntimeError("this LayerReducer is not fitted yet: call fit() first")
         if X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features, the reducer was fitted on {self.n_features_in_}")
-        scaler = StandardScaler().fit(X) if own_scaler else self.scaler_
-        Z = scaler.transform(X)
-        if self.projection_ is not None:
-            Z = self.projection_.transform(Z)
-        return np.asarray(Z, dtype=np.float32)
+        rows = _all_rows(X, rows)
+        out = np.empty((len(rows), self.n_components_), dtype=np.float32)
+        if not len(rows):
+            return out
+        scaler = _fit_scaler(self._chunks(X, rows), scale_floor=False) if own_scaler else self.scaler_
+        _fill(out, (self._project(scaler.transform(chunk)) for chunk in self._chunks(X, rows)))
+        return out
+
+    def _project(self, Z: np.ndarray) -> np.ndarray:
+        return Z if self.projection_ is None else self.projection_.transform(Z)
+
+    def _chunks(self, X: RowSource, rows: np.ndarray) -> Iterator[np.ndarray]:
+        """Rows ``rows`` of ``X``, ``chunk_rows_`` at a time, in the working dtype."""
+        for start in range(0, len(rows), self.chunk_rows_):
+            yield np.asarray(X[rows[start : start + self.chunk_rows_]], dtype=self._dtype)
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready summary: method requested and applied, sizes, seed, note."""
@@ -116,11 +203,23 @@ class LayerReducer:
         }
 
 
+def _all_rows(X: RowSource, rows: np.ndarray | None) -> np.ndarray:
+    return np.arange(X.shape[0]) if rows is None else np.asarray(rows)
+
+
+def _fill(out: np.ndarray, chunks: Iterable[np.ndarray]) -> None:
+    """Write consecutive chunks of rows into ``out``, cast to its dtype."""
+    start = 0
+    for chunk in chunks:
+        out[start : start + len(chunk)] = chunk
+        start += len(chunk)
+
+
 SCALE_FLOOR = 0.01
 """Smallest feature scale, as a fraction of the layer's median feature std."""
 
 
-def _floor_scale(scaler: StandardScaler, X_train: np.ndarray) -> StandardScaler:
+def _floor_scale(scaler: StandardScaler) -> StandardScaler:
     """Keep nearly-constant training features from exploding on held-out rows.
 
     A ReLU unit that is almost always silent on the training videos has a tiny std; dividing a
@@ -128,58 +227,62 @@ def _floor_scale(scaler: StandardScaler, X_train: np.ndarray) -> StandardScaler:
     Scales are floored at ``SCALE_FLOOR`` times the layer's median feature std (exactly constant
     features too), so such units stay on the scale of the others.
     """
-    std = X_train.std(axis=0)
+    std = np.sqrt(scaler.var_)
     positive = std[std > 0]
     floor = SCALE_FLOOR * float(np.median(positive)) if positive.size else 1.0
-    scaler.scale_ = np.maximum(std, floor).astype(scaler.scale_.dtype)
+    scaler.scale_ = np.maximum(std, floor)
     return scaler
 
 
-def _train_scaler(X_train: np.ndarray, *, scale_floor: bool) -> StandardScaler:
-    """A StandardScaler fitted on training rows, its scales floored when ``scale_floor``.
+def _fit_scaler(chunks: Iterable[np.ndarray], *, scale_floor: bool) -> StandardScaler:
+    """A StandardScaler fitted on the rows of ``chunks`` (one pass), its scales floored when ``scale_floor``.
 
+    ``partial_fit`` merges the chunks' float64 statistics (Chan et al.), so any chunking gives
+    the statistics of a fit on all rows at once to float64 rounding; one chunk is that fit.
     Only scalers whose statistics other rows reuse get the floor: rows standardised with their
     own statistics cannot explode (``|z| <= sqrt(n - 1)``).
     """
-    scaler = StandardScaler().fit(X_train)
-    return _floor_scale(scaler, X_train) if scale_floor else scaler
+    scaler = StandardScaler()
+    for chunk in chunks:
+        scaler.partial_fit(chunk)
+    return _floor_scale(scaler) if scale_floor else scaler
 
 
 def fit_layer_reducer(
-    X_train: np.ndarray, *, method: str, srp_eps: float, pca_ratio: float, seed: int, scale_floor: bool = True
+    X_train: RowSource, *, method: str, srp_eps: float, pca_ratio: float, seed: int, scale_floor: bool = True,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
 ) -> LayerReducer:
     """Fit a :class:`LayerReducer` on the training rows of one layer."""
-    return LayerReducer(method=method, srp_eps=srp_eps, pca_ratio=pca_ratio, seed=seed, scale_floor=scale_floor).fit(
-        X_train
-    )
+    return LayerReducer(method=method, srp_eps=srp_eps, pca_ratio=pca_ratio, seed=seed, scale_floor=scale_floor,
+                        memory_budget=memory_budget).fit(X_train)
 
 
 def _standardize_splits(splits: dict[str, np.ndarray], *, own: bool, scale_floor: bool) -> dict[str, np.ndarray]:
-    """Standardise every column of each split with the ``train`` split's statistics.
+    """Standardise every column of each split with the ``train`` split's statistics, in place.
 
     The original standardises its concatenated reduced features once more before the
-    regression; column by column, doing it per layer is the same.
+    regression; column by column, doing it per layer is the same. The arrays are the reduced
+    outputs, already in memory: they are one chunk each.
 
     Parameters
     ----------
-    splits : dict of str to ndarray of shape (n_rows, n_features)
-        One layer's output by split; must include ``"train"``.
+    splits : dict of str to float32 ndarray of shape (n_rows, n_features)
+        One layer's output by split; must include ``"train"``. Overwritten.
     own : bool
         Standardise non-train splits with their own statistics instead (``test_scaler: test``).
     scale_floor : bool
-        Floor the training scales (see :func:`_train_scaler`).
+        Floor the training scales (see :func:`_fit_scaler`).
 
     Returns
     -------
     splits : dict of str to float32 ndarray of shape (n_rows, n_features)
     """
-    train = _train_scaler(splits["train"], scale_floor=scale_floor)
-    return {
-        split: np.asarray(
-            (StandardScaler().fit(Z) if own and split != "train" else train).transform(Z), dtype=np.float32
-        )
-        for split, Z in splits.items()
-    }
+    train = _fit_scaler([splits["train"]], scale_floor=scale_floor)
+    for split, Z in splits.items():
+        if len(Z):
+            scaler = _fit_scaler([Z], scale_floor=False) if own and split != "train" else train
+            scaler.transform(Z, copy=False)
+    return splits
 
 
 def layer_seed(seed: int, position: int) -> int:
@@ -188,7 +291,7 @@ def layer_seed(seed: int, position: int) -> int:
 
 
 def reduce_features(
-    raw: dict[str, np.ndarray],
+    raw: Mapping[str, RowSource],
     rows: dict[str, np.ndarray],
     *,
     reduce: dict[str, bool],
@@ -199,13 +302,15 @@ def reduce_features(
     seed: int,
     scale_floor: bool = True,
     restandardize: bool = False,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
 ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
-    """Standardise every layer and reduce the chosen ones, fitted on the ``train`` rows.
+    """Standardise every layer and reduce the chosen ones, fitted on the ``train`` rows, layer by layer.
 
     Parameters
     ----------
-    raw : dict of str to ndarray of shape (n_videos, n_features)
-        Features of all videos, by layer, in layer order.
+    raw : dict of str to ndarray or RowSource of shape (n_videos, n_features)
+        Features of all videos, by layer, in layer order; read in chunks of rows, one layer at
+        a time (:func:`~lwroi.features.store.load_raw_shards` gives them memory-mapped).
     rows : dict of str to int ndarray
         Video indices of each split; must include ``"train"``.
     reduce : dict of str to bool
@@ -222,6 +327,8 @@ def reduce_features(
     restandardize : bool, default=False
         Standardise every output column again (see :func:`_standardize_splits`), reduced layers
         or not, as the original does.
+    memory_budget : int, default=DEFAULT_MEMORY_BUDGET
+        Bytes a chunk of rows may take (see :class:`LayerReducer`).
 
     Returns
     -------
@@ -239,24 +346,18 @@ def reduce_features(
     arrays: dict[str, dict[str, np.ndarray]] = {split: {} for split in rows}
     layers: dict[str, dict[str, Any]] = {}
     for position, (layer, X) in enumerate(raw.items()):
+        n_videos = X.shape[0]
         for split, idx in rows.items():
-            if len(idx) and (np.min(idx) < 0 or np.max(idx) >= len(X)):
-                raise ValueError(f"rows[{split!r}] indexes outside the {len(X)} videos of layer {layer!r}")
-        reducer = fit_layer_reducer(
-            X[rows["train"]],
-            method=method if reduce[layer] else "none",
-            srp_eps=srp_eps,
-            pca_ratio=pca_ratio,
-            seed=layer_seed(seed, position),
-            scale_floor=scale_floor,
-        )
-        own = test_scaler == "test"
-        out = {split: reducer.transform(X[idx], own_scaler=own and split != "train") for split, idx in rows.items()}
+            if len(idx) and (np.min(idx) < 0 or np.max(idx) >= n_videos):
+                raise ValueError(f"rows[{split!r}] indexes outside the {n_videos} videos of layer {layer!r}")
+        reducer = LayerReducer(method=method if reduce[layer] else "none", srp_eps=srp_eps, pca_ratio=pca_ratio,
+                               seed=layer_seed(seed, position), scale_floor=scale_floor, memory_budget=memory_budget)
+        out, layers[layer] = _reduce_layer(reducer, X, rows, own=test_scaler == "test")
+        del reducer  # its projection matrix goes before the next layer makes its own
         if restandardize:
-            out = _standardize_splits(out, own=own, scale_floor=scale_floor)
+            out = _standardize_splits(out, own=test_scaler == "test", scale_floor=scale_floor)
         for split, Z in out.items():
             arrays[split][layer] = Z
-        layers[layer] = reducer.describe()
     description = {
         "method": method,
         "test_scaler": test_scaler,
@@ -269,3 +370,11 @@ def reduce_features(
         "layers": layers,
     }
     return arrays, description
+
+
+def _reduce_layer(reducer: LayerReducer, X: RowSource, rows: dict[str, np.ndarray], *,
+                  own: bool) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Fit ``reducer`` on the train rows of one layer and apply it to every split."""
+    reducer.fit(X, rows["train"])
+    out = {split: reducer.transform(X, idx, own_scaler=own and split != "train") for split, idx in rows.items()}
+    return out, reducer.describe()

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from lwroi._io import atomic_save_npy, atomic_write_json, sha256_file_cached
-from lwroi.config import Config, FeatureConfig, stable_hash
+from lwroi.config import Config, FeatureConfig, default_model_name, stable_hash
 from lwroi.data import VideoFingerprint
 from lwroi.exceptions import DataLayoutError
 
@@ -33,6 +33,7 @@ _SAFE_SPLIT = re.compile(r"[A-Za-z0-9_-]+")
 NOT_HASHED: dict[str, str] = {
     "store_dir": "where the stores live, not what they hold",
     "batch_size": "frames per forward pass: speed, not the features",
+    "models": "a zoo's entries: each model's store is named by its own settings (Config.for_model), which hold none",
 }
 """The feature settings that no store folder's name holds, and why; every other one does."""
 
@@ -88,7 +89,7 @@ def feature_paths(cfg: Config, videos: Sequence[VideoFingerprint]) -> FeaturePat
     extraction = [fld.name for fld in fields(f) if fld.name not in NOT_HASHED and fld.name not in REDUCTION_FIELDS]
     raw_key = {"videos": [list(v) for v in videos], **_hashed(f, extraction)}
     store_key = {**_hashed(f, (*REDUCTION_FIELDS, "seed")), **{k: getattr(cfg.data, k) for k in SPLIT_FIELDS}}
-    raw_root = Path(f.store_dir) / f"{f.model}-{stable_hash(raw_key)}"
+    raw_root = Path(f.store_dir) / f"{default_model_name(f.model)}-{stable_hash(raw_key)}"  # timm:x -> timm-x
     return FeaturePaths(raw_root, raw_root / f"{f.reduction}-{stable_hash(store_key)}")
 
 
@@ -336,12 +337,71 @@ def raw_shard_complete(folder: str | Path) -> bool:
     return True
 
 
-def load_raw_shards(folders: Sequence[str | Path]) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, Any]]:
-    """Concatenate extraction shards in the given order.
+class RawLayer:
+    """One layer of the raw shards, its rows read on demand from the memory-mapped shard files.
+
+    A big layer of every video (VGG16's first block: 3.2 M values a video, 14 GB for the 1,102
+    Algonauts videos) must not be read into memory at once. Indexing copies just the rows asked
+    for, one at a time, out of each shard file mapped only while it is read: the resident memory
+    is those rows (a file's pages leave the process when its map is closed). The files are read
+    long after :func:`load_raw_shards` verified them, so a file replaced or changed since (another
+    inode, size or mtime: what the checksum cache keys on) is refused rather than read.
+
+    Attributes
+    ----------
+    files : list of Path
+        One ``.npy`` file per shard, in row order.
+    shape : (int, int)
+        (n_videos, n_features), all shards together.
+    dtype : numpy dtype
+        The first shard's; rows of other shards are cast to it.
+    """
+
+    def __init__(self, files: Sequence[Path], n_rows: Sequence[int], n_features: int, dtype: np.dtype) -> None:
+        self.files = list(files)
+        self._verified = [_identity(file) for file in self.files]
+        self._starts = np.cumsum([0, *n_rows])
+        self.shape = (int(self._starts[-1]), int(n_features))
+        self.dtype = np.dtype(dtype)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        """Rows ``rows`` (a 1-D integer array, any order, repeats allowed) as a new array."""
+        rows = np.asarray(rows)
+        if rows.ndim != 1 or (rows.size and rows.dtype.kind not in "iu"):
+            raise TypeError(f"index a RawLayer with a 1-D integer array of rows, not {rows.dtype} {rows.shape}")
+        if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
+            raise IndexError(f"rows outside the {len(self)} videos of the raw shards")
+        out = np.empty((len(rows), self.shape[1]), dtype=self.dtype)
+        shard = np.searchsorted(self._starts, rows, side="right") - 1
+        for k in np.unique(shard):
+            if _identity(self.files[k]) != self._verified[k]:
+                raise DataLayoutError(f"{self.files[k]}: raw shard file changed since it was verified; run again")
+            mapped = np.load(self.files[k], mmap_mode="r")
+            for position in np.flatnonzero(shard == k):
+                out[position] = mapped[rows[position] - self._starts[k]]
+            del mapped  # unmap: the pages read leave the process
+        return out
+
+    def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
+        """Every row, read into memory (what the streaming reduction avoids)."""
+        return np.asarray(self[np.arange(len(self))], dtype=dtype)
+
+
+def _identity(file: Path) -> tuple[int, int, int]:
+    info = file.stat()
+    return info.st_ino, info.st_size, info.st_mtime_ns
+
+
+def load_raw_shards(folders: Sequence[str | Path]) -> tuple[dict[str, RawLayer], np.ndarray, dict[str, Any]]:
+    """Open extraction shards as one set of rows, in the given order, checking every file first.
 
     Returns
     -------
-    features : dict of layer to ndarray of shape (n_videos, n_features)
+    features : dict of layer to RawLayer of shape (n_videos, n_features)
+        Rows read on demand, memory-mapped, layer by layer: nothing is read into memory here.
     video_indices : int ndarray of shape (n_videos,)
     meta : dict
         The shards' ``meta`` (see :func:`save_raw_shard`).
@@ -364,11 +424,10 @@ def load_raw_shards(folders: Sequence[str | Path]) -> tuple[dict[str, np.ndarray
         if marker["meta"] != markers[0]["meta"]:
             raise DataLayoutError(f"{folder}: shard meta {marker['meta']} differs from {folders[0]}'s "
                                   f"{markers[0]['meta']}")
-    n_total = sum(m["n_videos"] for m in markers)
+    n_rows = [m["n_videos"] for m in markers]
     features = {}
     for layer, n_features in layout:
-        parts = [np.load(f / m["files"][layer], mmap_mode="r") for f, m in zip(folders, markers, strict=True)]
-        features[layer] = np.empty((n_total, n_features), dtype=parts[0].dtype)
-        np.concatenate(parts, out=features[layer])
+        files = [f / m["files"][layer] for f, m in zip(folders, markers, strict=True)]
+        features[layer] = RawLayer(files, n_rows, n_features, np.load(files[0], mmap_mode="r").dtype)
     indices = np.concatenate([np.load(f / SHARD_INDICES) for f in folders])
     return features, indices, markers[0]["meta"]

@@ -153,7 +153,7 @@ def _launch(comm: Any, cfg: Config, *, up_to: str, shard: tuple[int, int] | None
         stop = StopFlag()
         stop.install()
         journal = Journal(run_dir, comm.rank, launch_id)
-        store = ResultStore(run_dir, cfg.fingerprint())
+        store = ResultStore(run_dir, cfg.fingerprint(), cfg.model_fingerprints())
         runner = UnitRunner(cfg, store, journal, stop, device)
         units = build_plan(cfg, runner.roi_cost, up_to=up_to, tune_split=tune_split)
         if shard is not None:
@@ -179,12 +179,14 @@ _MAX_LISTED = 25
 
 
 def _hint_features(cfg: Config, units: list[Unit], shard: tuple[int, int], store: ResultStore) -> None:
-    """Say once, up front, when this shard's units wait for a ``features`` unit that another launch computes."""
-    waits = any("features" in u.deps for u in units) and all(u.key != "features" for u in units)
-    if waits and not store.is_done("features"):
-        log.warning("shard %d/%d waits for the 'features' unit, which shard 0/%d computes: run `lwroi extract %s` "
-                    "(same --set options) or `--shard 0/%d` first or alongside, else this shard waits forever",
-                    shard[0], shard[1], shard[1], cfg.source, shard[1])
+    """Say once, up front, when this shard's units wait for ``features`` units that another launch computes."""
+    mine = {u.key for u in units}
+    waited = sorted({d for u in units for d in u.deps if d.startswith("features/") and d not in mine})
+    pending = [key for key in waited if not store.is_done(key)]
+    if pending:
+        log.warning("shard %d/%d waits for %s, which shard 0/%d computes: run `lwroi extract %s` (same --set "
+                    "options) or `--shard 0/%d` first or alongside, else this shard waits forever", shard[0],
+                    shard[1], ", ".join(pending), shard[1], cfg.source, shard[1])
 
 
 def check_inputs(cfg: Config, up_to: str, *, device: bool = True, model: bool = True) -> None:
@@ -205,7 +207,9 @@ def check_inputs(cfg: Config, up_to: str, *, device: bool = True, model: bool = 
     if model:
         from lwroi.features.extract import model_problems
 
-        problems += model_problems(cfg.features)
+        for name in cfg.model_names:
+            named = f"model {name}: " if cfg.features.models else ""
+            problems += [named + line for line in model_problems(cfg.for_model(name).features)]
     if device:
         problems += _device_problems(cfg.run.device)
     if problems:

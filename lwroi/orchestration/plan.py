@@ -1,9 +1,10 @@
 """The run as a plan of small, named, idempotent work units.
 
-Phases: ``extract`` (one unit per video shard) → ``features`` (reduce + feature store) →
-``tune`` (CV grid on the tuning subjects, per ROI) → ``select`` (best wc, lay per ROI) →
-``fit`` (per subject × ROI). Every unit has one canonical key, used in its file name, logs
-and errors, e.g. ``tune/sub01/V1/fold=0`` or ``fit/sub03/FFA``.
+Phases, each per model of the run (one, or a zoo's): ``extract`` (one unit per video shard) →
+``features`` (reduce + feature store) → ``tune`` (CV grid on the tuning subjects, per ROI) →
+``select`` (best wc, lay per ROI) → ``fit`` (per subject × ROI). Every unit has one canonical
+key, its model second, used in its file name, logs and errors, e.g.
+``tune/alexnet/sub01/V1/fold=0`` or ``fit/resnet50/sub03/FFA``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from lwroi.config import Config
 
 PHASES = ("extract", "features", "tune", "select", "fit")
 TUNE_SPLITS = ("roi", "fold", "point")
+FEATURES_GROUP = "features"
+"""The group of every model's ``features`` unit: shard 0 of a ``--shard`` split reduces them all."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class Unit:
 
     key: str
     phase: str
+    model: str = ""
     deps: tuple[str, ...] = ()
     subject: str | None = None
     roi: str | None = None
@@ -41,7 +45,8 @@ class Unit:
     models: tuple[TuneModel, ...] = ()
     cost: float = 1.0
     group: str = field(default="", compare=False)
-    """Units of one group (an ROI, or a video shard) stay in one ``--shard`` so no shard waits on another."""
+    """Units of one group (a model's ROI, or a model's video shard) stay in one ``--shard`` so no shard waits
+    on another."""
 
 
 def grid_models(wc: Sequence[float], lay: Sequence[float], folds: int) -> list[TuneModel]:
@@ -58,10 +63,10 @@ def _fmt(x: float) -> str:
     return f"{x:g}"
 
 
-def tune_units(cfg: Config, subject: str, roi: str, cost: float, split: str) -> list[Unit]:
-    """The tuning units of one subject × ROI, cut as ``split`` says (all models batched per unit)."""
+def tune_units(cfg: Config, model: str, subject: str, roi: str, cost: float, split: str) -> list[Unit]:
+    """The tuning units of one model × subject × ROI, cut as ``split`` says (all grid models batched per unit)."""
     models = grid_models(cfg.encoding.wc, cfg.encoding.lay, cfg.encoding.folds)
-    base = f"tune/{subject}/{roi}"
+    base = f"tune/{model}/{subject}/{roi}"
     if split == "roi":
         groups = {base: models}
     elif split == "fold":
@@ -69,7 +74,8 @@ def tune_units(cfg: Config, subject: str, roi: str, cost: float, split: str) -> 
     else:
         groups = {f"{base}/wc={_fmt(m.wc)},lay={_fmt(m.lay)}/fold={m.fold}": [m] for m in models}
     return [
-        Unit(key, "tune", ("features",), subject, roi, models=tuple(ms), cost=cost * len(ms), group=roi)
+        Unit(key, "tune", model, (f"features/{model}",), subject, roi, models=tuple(ms), cost=cost * len(ms),
+             group=f"{model}/{roi}")
         for key, ms in groups.items()
     ]
 
@@ -98,42 +104,58 @@ def build_plan(cfg: Config, roi_cost: Callable[[str, str], float], *, up_to: str
     if tune_split not in TUNE_SPLITS:
         raise ValueError(f"unknown tune split {tune_split!r}; choose from {', '.join(TUNE_SPLITS)}")
     last = PHASES.index(up_to)
+    phases: dict[str, list[Unit]] = {p: [] for p in PHASES}
+    for model in cfg.model_names:
+        for phase, units in _model_units(cfg, model, roi_cost, tune_split).items():
+            phases[phase] += units
+    by_cost = lambda us: sorted(us, key=lambda u: -u.cost)  # noqa: E731 - local sort key
+    phases["tune"], phases["fit"] = by_cost(phases["tune"]), by_cost(phases["fit"])
+    return [u for p in PHASES[: last + 1] for u in phases[p]]
+
+
+def _model_units(cfg: Config, model: str, roi_cost: Callable[[str, str], float], tune_split: str
+                 ) -> dict[str, list[Unit]]:
+    """The units of one model, by phase.
+
+    Extraction costs the same for every model here (the shards' videos); only the relative cost
+    of units of one phase matters, for balancing.
+    """
     n = cfg.run.extract_shards
-    units = [Unit(f"extract/shard={k:03d}", "extract", shard=k, cost=1.0, group=f"extract{k}") for k in range(n)]
-    units.append(Unit("features", "features", tuple(u.key for u in units), cost=1.0, group="features"))
+    extract = [Unit(f"extract/{model}/shard={k:03d}", "extract", model, shard=k, cost=1.0,
+                    group=f"{model}/extract{k}") for k in range(n)]
+    features = Unit(f"features/{model}", "features", model, tuple(u.key for u in extract), cost=1.0,
+                    group=FEATURES_GROUP)
     tune, select, fit = [], [], []
     grid = uses_grid(cfg)
     for roi in cfg.data.rois:
         if grid:
             roi_tune = []
             for subject in cfg.encoding.tune_subjects:
-                roi_tune += tune_units(cfg, subject, roi, roi_cost(subject, roi), tune_split)
+                roi_tune += tune_units(cfg, model, subject, roi, roi_cost(subject, roi), tune_split)
             tune += roi_tune
-            select.append(Unit(f"select/{roi}", "select", tuple(u.key for u in roi_tune), roi=roi, cost=0.01,
-                               group=roi))
+            select.append(Unit(f"select/{model}/{roi}", "select", model, tuple(u.key for u in roi_tune), roi=roi,
+                               cost=0.01, group=f"{model}/{roi}"))
         for subject in cfg.data.subjects:
-            fit.append(Unit(f"fit/{subject}/{roi}", "fit", (f"select/{roi}",) if grid else ("features",), subject,
-                            roi, cost=roi_cost(subject, roi), group=roi))
-    by_cost = lambda us: sorted(us, key=lambda u: -u.cost)  # noqa: E731 - local sort key
-    phases = {"extract": units[:-1], "features": units[-1:], "tune": by_cost(tune), "select": select,
-              "fit": by_cost(fit)}
-    return [u for p in PHASES[: last + 1] for u in phases[p]]
+            deps = (f"select/{model}/{roi}",) if grid else (features.key,)
+            fit.append(Unit(f"fit/{model}/{subject}/{roi}", "fit", model, deps, subject, roi,
+                            cost=roi_cost(subject, roi), group=f"{model}/{roi}"))
+    return {"extract": extract, "features": [features], "tune": tune, "select": select, "fit": fit}
 
 
 def shard_units(units: list[Unit], index: int, count: int) -> list[Unit]:
     """The units of shard ``index`` of ``count``: whole groups, balanced by cost (greedy LPT).
 
-    Deterministic, so every array task computes the same partition. Groups are video shards
-    (extraction) and ROIs (tune, select and fit of one ROI), so a shard's tuning, selection
-    and fitting of an ROI never wait on another shard; only the shared ``features`` unit
-    (shard 0) may.
+    Deterministic, so every array task computes the same partition. Groups are a model's video
+    shards (extraction) and a model's ROIs (tune, select and fit of one ROI), so a shard's
+    tuning, selection and fitting of an ROI never wait on another shard; only the ``features``
+    units (all on shard 0, :data:`FEATURES_GROUP`) may.
     """
     if not 0 <= index < count:
         raise ValueError(f"shard {index}/{count}: index must be in 0..{count - 1}")
     totals: dict[str, float] = {}
     for u in units:
         totals[u.group] = totals.get(u.group, 0.0) + u.cost
-    owner = {"features": 0}
+    owner = {FEATURES_GROUP: 0}
     heap = [(0.0, s) for s in range(count)]
     for group, cost in sorted(totals.items(), key=lambda kv: (-kv[1], kv[0])):
         if group in owner:

@@ -17,7 +17,7 @@ import os
 import socket
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,12 +52,24 @@ class UnitRecord:
 
 
 class ResultStore:
-    """Read and write unit results under ``run_dir/units`` for one config fingerprint."""
+    """Read and write unit results under ``run_dir/units`` for one config's fingerprints.
 
-    def __init__(self, run_dir: str | Path, fingerprint: str) -> None:
+    A unit's record carries its model's fingerprint (``model_fingerprints``, by the model named
+    second in the unit's key), so the records of a zoo's other models stay valid when a model
+    is added or changed; a key of no listed model carries ``fingerprint``.
+    """
+
+    def __init__(self, run_dir: str | Path, fingerprint: str, model_fingerprints: Mapping[str, str] | None = None
+                 ) -> None:
         self.run_dir = Path(run_dir)
         self.fingerprint = fingerprint
+        self.model_fingerprints = dict(model_fingerprints or {})
         self.units_dir = self.run_dir / "units"
+
+    def fingerprint_of(self, key: str) -> str:
+        """The fingerprint unit ``key``'s record must carry: its model's, else the run's."""
+        parts = key.split("/")
+        return self.model_fingerprints.get(parts[1], self.fingerprint) if len(parts) > 1 else self.fingerprint
 
     def record_path(self, key: str) -> Path:
         return self.units_dir / f"{key}.json"
@@ -93,7 +105,7 @@ class ResultStore:
                meta: dict[str, Any] | None, files: dict[str, str]) -> None:
         record = {
             "key": key,
-            "fingerprint": self.fingerprint,
+            "fingerprint": self.fingerprint_of(key),
             "status": status,
             "payload": payload,
             "arrays": arrays,
@@ -133,8 +145,8 @@ class ResultStore:
             return "its checksum does not match its content (edited or garbled)"
         if raw["key"] != key:
             return f"record is for unit {raw['key']!r}"
-        if raw["fingerprint"] != self.fingerprint:
-            return f"config fingerprint {raw['fingerprint']} != {self.fingerprint}"
+        if raw["fingerprint"] != self.fingerprint_of(key):
+            return f"config fingerprint {raw['fingerprint']} != {self.fingerprint_of(key)}"
         if raw["status"] not in ("ok", "error"):
             return f"unknown status {raw['status']!r}"
         if not verify_arrays:

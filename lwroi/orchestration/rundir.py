@@ -20,6 +20,7 @@ from lwroi.config import Config, config_from_dict, dump_config, result_settings,
 from lwroi.data import VideoFingerprint, data_changes, data_fingerprint
 from lwroi.exceptions import ConfigError, ConfigMismatchError
 from lwroi.orchestration.journal import pid_alive
+from lwroi.orchestration.results import ResultStore
 
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.yaml"
@@ -77,8 +78,9 @@ def prepare_run_dir(cfg: Config, *, restart: bool = False) -> Path:
             record = {}
     run_dir.mkdir(parents=True, exist_ok=True)
     known = record.get("data", {}).get("responses", {})
-    updated = {"fingerprint": cfg.fingerprint(), "config": record.get("config", cfg.to_dict()),
-               "created": record.get("created", time.time()),
+    config = cfg.to_dict() if cfg.features.models else record.get("config", cfg.to_dict())  # a zoo may grow
+    updated = {"fingerprint": cfg.fingerprint(), "models": {**record.get("models", {}), **cfg.model_fingerprints()},
+               "config": config, "created": record.get("created", time.time()),
                "data": {"videos": data["videos"], "responses": {**known, **data["responses"]}}}
     if updated != record:
         atomic_write_json(run_dir / RUN_FILE, updated)
@@ -95,6 +97,14 @@ def _conflict(run_dir: Path, record: dict[str, Any], cfg: Config, data: dict[str
             changes = ["(none: the results were written by an lwroi that fingerprinted settings differently)"]
         return (f"{run_dir} holds results of a different configuration; refusing to mix them.\n"
                 "Changed settings:\n  " + "\n  ".join(changes[:20]))
+    changed = [name for name, fp in cfg.model_fingerprints().items() if record.get("models", {}).get(name, fp) != fp]
+    if changed:
+        old = {m.get("name"): m for m in record.get("config", {}).get("features", {}).get("models", [])}
+        lines = [f"{name}: {old.get(name, '<unknown>')} -> {_entry(cfg, name)}"
+                 for name in changed]
+        return (f"{run_dir} holds results of model(s) {', '.join(changed)} with other settings; refusing to mix "
+                "them (adding a model is fine; give a changed model a new name).\nChanged models:\n  "
+                + "\n  ".join(lines))
     changes = data_changes(record["data"], data) if "data" in record else []  # none recorded: nothing to compare
     if changes:
         more = f"\n  ... and {len(changes) - 20} more" if len(changes) > 20 else ""
@@ -156,11 +166,17 @@ def load_run_config(run_dir: str | Path) -> Config:
     return config_from_dict(upgrade_settings(yaml.safe_load(path.read_text()) or {}), source=str(path))
 
 
-def run_fingerprint(run_dir: str | Path) -> str:
-    """The fingerprint the run directory's results were written under (from ``run.json``).
+def _entry(cfg: Config, name: str) -> dict[str, Any]:
+    """Model ``name``'s entry of a zoo, as its config file gives it."""
+    return next(m.to_dict() for m in cfg.features.models if m.name == name)
 
-    Read-only verbs (summarize, status, report, export) use it rather than recomputing it from
-    the config: a newer lwroi that adds a setting would otherwise compute another fingerprint
+
+def run_store(run_dir: str | Path) -> ResultStore:
+    """The result store of a run directory, with the fingerprints its results were written under (``run.json``).
+
+    Read-only verbs (summarize, status, report, export) use it rather than recomputing them from
+    the config: a newer lwroi that adds a setting would otherwise compute other fingerprints
     and take the run's own records for foreign ones.
     """
-    return str(read_run_record(run_dir)["fingerprint"])
+    record = read_run_record(run_dir)
+    return ResultStore(run_dir, str(record["fingerprint"]), record.get("models") or {})

@@ -43,6 +43,40 @@ def unit_seed(base: int, key: str) -> int:
     return (base * 1_000_003 + zlib.crc32(key.encode())) % (2**31 - 1)
 
 
+class ModelView:
+    """One model of the run: its one-model config, its feature folders and its verified feature store."""
+
+    def __init__(self, cfg: Config, run_dir: Path) -> None:
+        self.cfg = cfg
+        self.run_dir = run_dir
+
+    @cached_property
+    def paths(self) -> FeaturePaths:
+        from lwroi.features import feature_paths
+
+        return feature_paths(self.cfg, recorded_videos(self.run_dir))
+
+    @cached_property
+    def features(self) -> Any:
+        """The feature store, its arrays verified against their checksums once per process.
+
+        A garbled array fails the unit with an error naming the file; the ``features`` record
+        vouches for the store's files, so the next launch recomputes that unit and rebuilds it.
+        """
+        from lwroi.features import open_feature_store
+
+        return open_feature_store(self.paths.store)
+
+    def complete_store(self) -> Any:
+        """The feature store if it is complete and verified, else None."""
+        from lwroi.features import open_feature_store
+
+        try:
+            return open_feature_store(self.paths.store)
+        except DataLayoutError:
+            return None
+
+
 class UnitRunner:
     """Runs units of one config on one rank's device; ``__call__(unit)`` is the scheduler's hook."""
 
@@ -53,16 +87,17 @@ class UnitRunner:
         self.stop = stop
         self.device = device
         self.run_dir = store.run_dir
+        self._views: dict[str, ModelView] = {}
 
     @cached_property
     def videos(self) -> list[Path]:
         return list_videos(Path(self.cfg.data.root) / self.cfg.data.videos_dir)
 
-    @cached_property
-    def paths(self) -> FeaturePaths:
-        from lwroi.features import feature_paths
-
-        return feature_paths(self.cfg, recorded_videos(self.run_dir))
+    def model(self, name: str) -> ModelView:
+        """The model ``name`` of the run (its store opened at most once per process)."""
+        if name not in self._views:
+            self._views[name] = ModelView(self.cfg.for_model(name), self.run_dir)
+        return self._views[name]
 
     def roi_cost(self, subject: str, roi: str) -> float:
         """Relative cost of an ROI: its response file's size (proportional to its voxel count)."""
@@ -79,30 +114,22 @@ class UnitRunner:
 
     # -- features -----------------------------------------------------------------------------
 
-    def _complete_store(self) -> Any:
-        """The feature store if it is complete and verified, else None."""
-        from lwroi.features import open_feature_store
-
-        try:
-            return open_feature_store(self.paths.store)
-        except DataLayoutError:
-            return None
-
     def _shard_videos(self, shard: int) -> np.ndarray:
         """Indices of the videos of extraction shard ``shard``."""
         return np.array_split(np.arange(len(self.videos)), self.cfg.run.extract_shards)[shard]
 
     def _raw_shard(self, shard: int, unit: Unit) -> Path:
-        """The folder of extraction shard ``shard``, extracted first unless it is complete and verified."""
+        """The folder of extraction shard ``shard`` of the unit's model, extracted unless complete and verified."""
         from lwroi.features import build_extractor, extract_video_features, raw_shard_complete, save_raw_shard
 
-        folder = self.paths.raw_shard(shard)
+        view = self.model(unit.model)
+        folder = view.paths.raw_shard(shard)
         if raw_shard_complete(folder):
             return folder
         if folder.exists():
             log.warning("%s: raw shard %s is incomplete or corrupt; extracting it again", unit.key, folder)
         indices = self._shard_videos(shard)
-        f = self.cfg.features
+        f = view.cfg.features
         extractor, weights = build_extractor(f, device=self.device)
         feats = extract_video_features(
             [self.videos[i] for i in indices], extractor, sampling=f.frame_sampling, count=f.frame_count,
@@ -127,22 +154,12 @@ class UnitRunner:
 
     # -- encoding -----------------------------------------------------------------------------
 
-    @cached_property
-    def features(self) -> Any:
-        """The feature store, its arrays verified against their checksums once per process.
-
-        A garbled array fails the unit with an error naming the file; the ``features`` record
-        vouches for the store's files, so the next launch recomputes that unit and rebuilds it.
-        """
-        from lwroi.features import open_feature_store
-
-        return open_feature_store(self.paths.store)
-
-    def _responses(self, subject: str, roi: str) -> tuple[Any, np.ndarray, np.ndarray]:
-        """(responses, train-row Y, test-row Y) of the ROI's valid voxels, rows as in the feature store."""
+    def _responses(self, unit: Unit) -> tuple[Any, np.ndarray, np.ndarray]:
+        """(responses, train-row Y, test-row Y) of the unit's ROI's valid voxels, rows as in its model's store."""
         d = self.cfg.data
-        resp = load_roi_responses(Path(d.root) / d.responses_dir, subject, roi, n_train_videos=d.n_train_videos)
-        rows = self.features.meta["rows"]
+        resp = load_roi_responses(Path(d.root) / d.responses_dir, unit.subject, unit.roi,
+                                  n_train_videos=d.n_train_videos)
+        rows = self.model(unit.model).features.meta["rows"]
         valid = resp.valid
         return resp, resp.data[np.asarray(rows["train"])][:, valid], resp.data[np.asarray(rows["test"])][:, valid]
 
@@ -157,7 +174,7 @@ class UnitRunner:
             self.journal.heartbeat(unit.key, epoch=epoch)
             show_detail(f"{unit.key}: epoch {epoch}")
             if self.stop or epoch % every == 0:
-                save_checkpoint(path, get_state(), fingerprint=self.store.fingerprint)
+                save_checkpoint(path, get_state(), fingerprint=self.store.fingerprint_of(unit.key))
                 self.journal.event("checkpoint", unit.key, epoch=epoch)
                 log.info("%s: epoch %d, checkpoint saved", unit.key, epoch)
             if self.stop:
@@ -172,7 +189,7 @@ class UnitRunner:
         from lwroi.encoding import load_checkpoint
 
         path = self.checkpoint_path(unit.key)
-        state = load_checkpoint(path, fingerprint=self.store.fingerprint)
+        state = load_checkpoint(path, fingerprint=self.store.fingerprint_of(unit.key))
         if state is not None:
             log.info("%s: resuming from checkpoint %s", unit.key, path)
             self.journal.event("resume", unit.key, epoch=int(state["epoch"]))
@@ -199,9 +216,10 @@ class UnitRunner:
 
 def _extract(run: UnitRunner, unit: Unit) -> None:
     """Extract one shard of the videos' raw features, unless the reduced store is complete already."""
-    reused = run._complete_store()
+    view = run.model(unit.model)
+    reused = view.complete_store()
     if reused is not None:  # its record vouches for the store, so a store gone bad gets the shard extracted
-        run.store.write_ok(unit.key, {"reused_store": str(run.paths.store)}, files=reused.file_paths())
+        run.store.write_ok(unit.key, {"reused_store": str(view.paths.store)}, files=reused.file_paths())
         return
     folder = run._raw_shard(unit.shard, unit)
     run.store.write_ok(unit.key, {"n_videos": len(run._shard_videos(unit.shard)), "raw_shard": str(folder)})
@@ -211,11 +229,12 @@ def _features(run: UnitRunner, unit: Unit) -> None:
     """Reduce the raw shards into the feature store (the network is not needed: the shards say what it was)."""
     from lwroi.features import load_raw_shards, open_feature_store, reduce_features, write_feature_store
 
-    cfg, f, d = run.cfg, run.cfg.features, run.cfg.data
-    if run._complete_store() is None:  # missing, or garbled since: rebuilt from the (verified) raw shards
+    view = run.model(unit.model)
+    cfg, f, d = view.cfg, view.cfg.features, view.cfg.data
+    if view.complete_store() is None:  # missing, or garbled since: rebuilt from the (verified) raw shards
         raw, order, extracted = load_raw_shards([run._raw_shard(k, unit) for k in range(cfg.run.extract_shards)])
         if not np.array_equal(order, np.arange(len(run.videos))):
-            raise RuntimeError(f"{run.paths.raw_root}: raw shards do not cover the {len(run.videos)} videos")
+            raise RuntimeError(f"{view.paths.raw_root}: raw shards do not cover the {len(run.videos)} videos")
         train, test = heldout_split(d.n_train_videos, d.n_test, d.split_seed, d.test_order)
         rows = {"train": train, "test": test, "challenge": np.arange(d.n_train_videos, len(run.videos))}
         reduce = {name: f.reduce_layers == "all" or extracted["spatial"][name] for name in raw}
@@ -224,9 +243,9 @@ def _features(run: UnitRunner, unit: Unit) -> None:
                                             scale_floor=f.scale_floor, restandardize=f.restandardize)
         meta = {"weights": extracted["weights"], "reduction": described,
                 "rows": {k: v.tolist() for k, v in rows.items()}, "videos": [p.name for p in run.videos]}
-        write_feature_store(run.paths.store, arrays, meta)
-    files = open_feature_store(run.paths.store).file_paths()  # a store gone bad later voids this record
-    run.store.write_ok(unit.key, {"store": str(run.paths.store)}, files=files)
+        write_feature_store(view.paths.store, arrays, meta)
+    files = open_feature_store(view.paths.store).file_paths()  # a store gone bad later voids this record
+    run.store.write_ok(unit.key, {"store": str(view.paths.store)}, files=files)
 
 
 def _tune(run: UnitRunner, unit: Unit) -> None:
@@ -234,9 +253,9 @@ def _tune(run: UnitRunner, unit: Unit) -> None:
     from lwroi.encoding import evaluate_grid_models
 
     e = run.cfg.encoding
-    _, y_train, _ = run._responses(unit.subject, unit.roi)
+    _, y_train, _ = run._responses(unit)
     result = evaluate_grid_models(
-        run.features.load("train"), y_train, [(m.wc, m.lay, m.fold) for m in unit.models],
+        run.model(unit.model).features.load("train"), y_train, [(m.wc, m.lay, m.fold) for m in unit.models],
         folds=e.folds, seed=e.seed, device=run.device, fold_split=e.fold_split,
         state=run._resume_state(unit), on_epoch=run._on_epoch(unit), workspace=run.solver_workspace,
         **run._train_kwargs(),
@@ -245,8 +264,9 @@ def _tune(run: UnitRunner, unit: Unit) -> None:
              "best_epoch": int(result["best_epoch"][i]), "n_epochs": int(result["n_epochs"][i]),
              "layer_weights": [float(x) for x in result["layer_weights"][i]]}
             for i, m in enumerate(unit.models)]
-    run.store.write_ok(unit.key, {"subject": unit.subject, "roi": unit.roi, "models": rows})
+    run.store.write_ok(unit.key, {"model": unit.model, "subject": unit.subject, "roi": unit.roi, "models": rows})
     run._finish(unit)
+
 
 def _fit(run: UnitRunner, unit: Unit) -> None:
     """Fit the final model of one subject and ROI, score it on the held-out rows and record every output."""
@@ -255,12 +275,13 @@ def _fit(run: UnitRunner, unit: Unit) -> None:
     e = run.cfg.encoding
     chosen = {}  # the kernel solver has no (wc, lay): it picks its own settings inside the fit
     if uses_grid(run.cfg):
-        selected = run.store.read(f"select/{unit.roi}").payload
+        selected = run.store.read(f"select/{unit.model}/{unit.roi}").payload
         chosen = {"wc": selected["wc"], "lay": selected["lay"]}
-    resp, y_train, y_test = run._responses(unit.subject, unit.roi)
-    x_train, x_test = run.features.load("train"), run.features.load("test")
+    store = run.model(unit.model).features
+    resp, y_train, y_test = run._responses(unit)
+    x_train, x_test = store.load("train"), store.load("test")
     model = LayerWeightedEncoder(**chosen, contributions=e.contributions, val_fraction=e.val_fraction,
-                                 device=run.device, random_state=unit_seed(e.seed, unit.key),
+                                 device=run.device, random_state=unit_seed(e.seed, _fit_seed_key(unit)),
                                  **run._train_kwargs())
     val = {"X_val": x_test, "Y_val": y_test} if e.early_stopping_on == "test" else {}
     model.fit(x_train, y_train, state=run._resume_state(unit), on_epoch=run._on_epoch(unit),
@@ -270,22 +291,24 @@ def _fit(run: UnitRunner, unit: Unit) -> None:
     reliability = np.full(resp.n_voxels, np.nan, dtype=np.float32)
     reliability[resp.valid] = split_half_reliability(resp.repetitions[:, :, resp.valid])
     reliable = resp.valid & (reliability > 0)
-    challenge = np.full((run.features.n_samples("challenge"), resp.n_voxels), np.nan, dtype=np.float32)
+    challenge = np.full((store.n_samples("challenge"), resp.n_voxels), np.nan, dtype=np.float32)
     if challenge.shape[0]:
-        challenge[:, resp.valid] = model.predict(run.features.load("challenge"))
+        challenge[:, resp.valid] = model.predict(store.load("challenge"))
+    weights = store.meta["weights"]
     payload = {
-        "subject": unit.subject, "roi": unit.roi, "pcc": float(np.nanmean(scores)),
+        "model": unit.model, "family": weights.get("family", ""), "subject": unit.subject, "roi": unit.roi,
+        "pcc": float(np.nanmean(scores)),
         "n_voxels": int(resp.n_voxels), "n_valid_voxels": int(resp.valid.sum()),
         "noise_ceiling": _mean_or_none(np.sqrt(reliability[reliable])),
         "pcc_normalized": _mean_or_none(noise_normalised(scores, reliability)[reliable]),
         "n_reliable_voxels": int(reliable.sum()),
         "wc": chosen.get("wc"), "lay": chosen.get("lay"), "solver": model.solver_,
         "best_epoch": int(model.best_epoch_), "n_epochs": int(model.n_epochs_),
-        "layers": list(run.features.layers),
+        "layers": list(store.layers),
         "layer_weights": [float(x) for x in model.layer_weights_],
         "layer_profile": [float(x) for x in model.layer_profile(x_train)],
         "contributions": [float(x) for x in model.layer_contributions(x_test, y_test)],
-        "random_weights": bool(run.features.meta["weights"]["random_init"]),
+        "random_weights": bool(weights["random_init"]),
     }
     history = {f"history_{k}": np.asarray(v, dtype=np.float32) for k, v in model.history_.items()}
     arrays = {"scores": scores, "reliability": reliability, "challenge_pred": challenge, **history}
@@ -306,7 +329,7 @@ def _select(run: UnitRunner, unit: Unit) -> None:
     means = {k: float(np.mean(v)) for k, v in table.items()}
     wc, lay = select_best(means)
     grid = [{"wc": k[0], "lay": k[1], "cv_score": v} for k, v in sorted(means.items())]
-    run.store.write_ok(unit.key, {"roi": unit.roi, "wc": wc, "lay": lay, "grid": grid})
+    run.store.write_ok(unit.key, {"model": unit.model, "roi": unit.roi, "wc": wc, "lay": lay, "grid": grid})
 
 
 PHASE_RUNNERS: dict[str, Callable[[UnitRunner, Unit], None]] = {
@@ -317,6 +340,15 @@ PHASE_RUNNERS: dict[str, Callable[[UnitRunner, Unit], None]] = {
     "fit": _fit,
 }
 """What a unit of each phase (:data:`lwroi.orchestration.plan.PHASES`) runs: ``f(runner, unit)``."""
+
+
+def _fit_seed_key(unit: Unit) -> str:
+    """What seeds a fit: its subject and ROI, not its model.
+
+    So a zoo's models of one subject and ROI share their validation split and initial draws (a
+    paired comparison), and a one-model run draws what it did before zoos.
+    """
+    return f"fit/{unit.subject}/{unit.roi}"
 
 
 def _mean_or_none(values: np.ndarray) -> float | None:

@@ -54,43 +54,142 @@ def write_report(run_dir: str | Path, store: ResultStore, out_dir: str | Path | 
         if not (run_dir / name).is_file():
             raise FileNotFoundError(f"{run_dir / name} is missing: run `lwroi summarize {run_dir}` first")
     results, summary = pd.read_csv(run_dir / "results.csv"), pd.read_csv(run_dir / "summary.csv")
-    layers = [c.removeprefix("weight_") for c in results.columns if c.startswith("weight_")]
+    models = list(dict.fromkeys(results["model"]))
+    figures = []
+    if len(models) > 1 and (run_dir / "comparison.csv").is_file():
+        figures += _zoo_figures(out, pd.read_csv(run_dir / "comparison.csv"), results)
+    for model in models:
+        figures += _model_figures(out, results[results["model"] == model], summary[summary["model"] == model],
+                                  store, model, zoo=len(models) > 1)
+    page = out / "index.html"
+    atomic_write_bytes(page, _page(run_dir, figures, results, summary).encode())
+    return page
+
+
+def _model_figures(out: Path, results: pd.DataFrame, summary: pd.DataFrame, store: ResultStore, model: str,
+                   zoo: bool) -> list[Figure]:
+    """The figures of one model's fits; in a zoo their files and titles name the model."""
+    layers = [c.removeprefix("weight_") for c in results.columns
+              if c.startswith("weight_") and results[c].notna().any()]
     rois = list(summary["roi"])
+    tag, of = (f"_{model}", f" ({model})") if zoo else ("", "")
     figures = [
-        Figure(_save(out, "layer_profile.png",
+        Figure(_save(out, f"layer_profile{tag}.png",
                      _heatmap(results, rois, layers, "profile_", "share of predicted variance (mean over subjects)")),
-               "Layer profile per ROI",
+               f"Layer profile per ROI{of}",
                "Each DNN layer's share of the fitted model's predicted variance on the training videos (per voxel "
                "the variance of that layer's term of the prediction over the sum of all layers', then the mean "
                "over voxels), mean over subjects: which depth each ROI resembles. It depends only on the fitted "
                "predictions, so it means the same for every solver and is blind to voxel gains: early visual ROIs "
                "should draw on early layers, higher ROIs on later ones."),
-        Figure(_save(out, "layer_weights.png",
+        Figure(_save(out, f"layer_weights{tag}.png",
                      _heatmap(results, rois, layers, "weight_", "raw layer weight |a| (mean over subjects)")),
-               "Raw layer weights per ROI (not a profile)",
+               f"Raw layer weights per ROI (not a profile){of}",
                "The fitted layer weight |a| of each layer, mean over subjects, kept for comparison with the "
                "original. It is not a layer profile: with the sgd solver the scale of a layer's weight trades "
                "freely against its coefficients W, so its value follows the learning rate, the number of epochs "
                "and the penalties as much as the data (see the README); read the profile above."),
-        Figure(_save(out, "layer_contributions.png",
+        Figure(_save(out, f"layer_contributions{tag}.png",
                      _heatmap(results, rois, layers, "contrib_", "layer contribution (share of accuracy)")),
-               "Layer contributions per ROI (held-out r with one layer kept)",
+               f"Layer contributions per ROI (held-out r with one layer kept){of}",
                "The held-out accuracy each layer gives alone (r with only that layer's features kept, the others "
                "zeroed, normalised over layers to sum 1), mean over subjects. Layers that carry the same "
                "information each score high alone, so this rates what a layer can predict, not what the fit drew "
                "from it."),
-        Figure(_save(out, "pcc.png", _accuracy(results, summary, rois)), "Held-out accuracy per ROI",
+        Figure(_save(out, f"pcc{tag}.png", _accuracy(results, summary, rois)), f"Held-out accuracy per ROI{of}",
                "Mean voxel Pearson r on the held-out videos: bars are the subject mean, dots each subject, the "
                "black tick the noise ceiling (split-half reliability, Spearman-Brown)."),
     ]
     curves = _learning_curves(results, store, rois)
     if curves is not None:
-        figures.append(Figure(_save(out, "learning_curves.png", curves), "Learning curves (SGD)",
+        figures.append(Figure(_save(out, f"learning_curves{tag}.png", curves), f"Learning curves (SGD){of}",
                               "Validation score per epoch of each subject's final fit; the circle marks the "
                               "restored (best) epoch."))
-    page = out / "index.html"
-    atomic_write_bytes(page, _page(run_dir, figures, results, summary).encode())
-    return page
+    return figures
+
+
+def _zoo_figures(out: Path, comparison: pd.DataFrame, results: pd.DataFrame) -> list[Figure]:
+    """The comparison of the models (``comparison.csv``): accuracy map, ranking per ROI, profile centres."""
+    return [
+        Figure(_save(out, "zoo_accuracy.png", _zoo_heatmap(comparison)), "Models x ROIs: held-out accuracy",
+               "Mean voxel Pearson r on the held-out videos, subject mean, per model (rows, grouped by family) "
+               "and ROI (columns)."),
+        Figure(_save(out, "zoo_ranking.png", _zoo_ranking(comparison, results)), "Model ranking per ROI",
+               "Per ROI the models from best to worst by subject-mean held-out r: bars the mean, dots each "
+               "subject, the dashed line the ROI's noise ceiling (split-half reliability, Spearman-Brown)."),
+        Figure(_save(out, "zoo_profile_centre.png", _zoo_centres(comparison)), "Layer profile centre per ROI",
+               "The centre of mass of each model's layer profile in normalised depth (0: the first layer read, "
+               "1: the last), subject mean, ROIs along the visual pathway; one panel per family. A model whose "
+               "profiles follow the visual hierarchy rises from left to right (hierarchy.csv scores it)."),
+    ]
+
+
+def _by_family(comparison: pd.DataFrame) -> list[str]:
+    """The models in family order, each family in config order."""
+    first = comparison.drop_duplicates("model")
+    families = list(dict.fromkeys(first["family"]))
+    return [m for f in families for m in first.loc[first["family"] == f, "model"]]
+
+
+def _zoo_heatmap(comparison: pd.DataFrame):
+    models, rois = _by_family(comparison), list(dict.fromkeys(comparison["roi"]))
+    values = comparison.pivot(index="model", columns="roi", values="pcc_mean").reindex(index=models, columns=rois)
+    family = comparison.drop_duplicates("model").set_index("model")["family"]
+    fig = _new_figure(1.5 + 0.7 * len(rois), 1.0 + 0.4 * len(models))
+    ax = fig.subplots()
+    image = ax.imshow(values.to_numpy(float), cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(rois)), rois, rotation=45, ha="right")
+    ax.set_yticks(range(len(models)), [f"{m} ({family[m]})" for m in models])
+    fig.colorbar(image, ax=ax, label="held-out Pearson r (subject mean)")
+    return fig
+
+
+def _zoo_ranking(comparison: pd.DataFrame, results: pd.DataFrame):
+    rois = list(dict.fromkeys(comparison["roi"]))
+    cols = min(3, len(rois))
+    rows = -(-len(rois) // cols)
+    n_models = comparison["model"].nunique()
+    fig = _new_figure(3.2 * cols, (0.9 + 0.25 * n_models) * rows)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax, roi in zip(axes.flat, rois, strict=False):
+        ranked = comparison[comparison["roi"] == roi].sort_values("pcc_mean", ascending=True)
+        positions = np.arange(len(ranked))
+        ax.barh(positions, ranked["pcc_mean"], color="#8fb3d9")
+        for i, model in enumerate(ranked["model"]):
+            values = results.loc[(results["roi"] == roi) & (results["model"] == model), "pcc"].to_numpy(float)
+            ax.scatter(values, np.full(len(values), i), color="#1f3b5a", s=10, zorder=3)
+        ceiling = ranked["noise_ceiling_mean"].dropna()
+        if len(ceiling):
+            ax.axvline(float(ceiling.iloc[0]), color="black", linestyle="--", linewidth=1)
+        ax.set_yticks(positions, ranked["model"], fontsize=7)
+        ax.set_title(roi, fontsize=9)
+        ax.axvline(0, color="grey", linewidth=0.8)
+    for ax in axes.flat[len(rois):]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("held-out r")
+    fig.tight_layout()
+    return fig
+
+
+def _zoo_centres(comparison: pd.DataFrame):
+    from lwroi.outputs.comparison import VISUAL_HIERARCHY
+
+    rois = sorted(dict.fromkeys(comparison["roi"]), key=lambda r: VISUAL_HIERARCHY.get(r, 99))
+    families = list(dict.fromkeys(comparison["family"]))
+    fig = _new_figure(3.2 * len(families), 3.0)
+    axes = fig.subplots(1, len(families), squeeze=False, sharey=True)[0]
+    for ax, family in zip(axes, families, strict=True):
+        for model, group in comparison[comparison["family"] == family].groupby("model", sort=False):
+            centres = group.set_index("roi")["profile_centre_mean"].reindex(rois)
+            ax.plot(range(len(rois)), centres.to_numpy(float), marker="o", linewidth=1, label=model)
+        ax.set_xticks(range(len(rois)), rois, rotation=45, ha="right")
+        ax.set_title(family or "(unknown family)", fontsize=9)
+        ax.set_ylim(-0.05, 1.05)
+        ax.legend(fontsize=7, frameon=False)
+    axes[0].set_ylabel("profile centre (normalised depth)")
+    fig.tight_layout()
+    return fig
 
 
 def _save(out: Path, name: str, figure) -> str:
@@ -145,7 +244,7 @@ def _learning_curves(results: pd.DataFrame, store: ResultStore, rois: list[str])
     """One panel per ROI with each subject's validation curve; None when no fit kept a curve (kernel)."""
     curves = {}
     for _, row in results.iterrows():
-        key = f"fit/{row['subject']}/{row['roi']}"
+        key = f"fit/{row['model']}/{row['subject']}/{row['roi']}"
         record = store.read(key, verify_arrays=False)
         if record is not None and "history_val_score" in record.arrays:
             curves[(row["roi"], row["subject"])] = (store.load_array(key, "history_val_score"), int(row["best_epoch"]))
@@ -176,7 +275,7 @@ def _learning_curves(results: pd.DataFrame, store: ResultStore, rois: list[str])
 
 
 def _page(run_dir: Path, figures: list[Figure], results: pd.DataFrame, summary: pd.DataFrame) -> str:
-    params = results.groupby("roi", sort=False)[["solver", "wc", "lay"]].first().reset_index()
+    params = results.groupby(["model", "roi"], sort=False)[["solver", "wc", "lay"]].first().reset_index()
     warning = ""
     if "random_weights" in results and results["random_weights"].astype(str).str.lower().eq("true").any():
         warning = ("<p class='warn'>The features came from an untrained (randomly initialised) network: "

@@ -22,8 +22,9 @@ from lwroi.orchestration.results import ResultStore
 
 @dataclass
 class PhaseStatus:
-    """Unit counts of one phase and the estimated time left."""
+    """Unit counts of one model's phase and the estimated time left."""
 
+    model: str
     phase: str
     done: int = 0
     running: int = 0
@@ -48,9 +49,10 @@ def run_status(store: ResultStore, units: list[Unit]) -> list[PhaseStatus]:
         if e.get("event") == "done" and "seconds" in e:
             durations[e.get("phase", "")].append(float(e["seconds"]))
     busy_ranks = max(1, len({(m["launch"], m["rank"]) for m in markers.values() if not m["stale"]}))
-    by_phase = {p: PhaseStatus(p) for p in PHASES}
+    models = list(dict.fromkeys(u.model for u in units))
+    by_phase = {(m, p): PhaseStatus(m, p) for m in models for p in PHASES}
     for unit in units:
-        status = by_phase[unit.phase]
+        status = by_phase[unit.model, unit.phase]
         record = store.read(unit.key, quarantine=False)
         if record is not None:
             if record.status == "ok":
@@ -61,7 +63,7 @@ def run_status(store: ResultStore, units: list[Unit]) -> list[PhaseStatus]:
             status.running += 1
         else:
             status.pending += 1
-    for phase, status in by_phase.items():
+    for (_, phase), status in by_phase.items():
         left = status.pending + status.running
         if durations[phase] and left:
             status.eta_seconds = float(np.mean(durations[phase])) * left / busy_ranks
@@ -71,9 +73,11 @@ def run_status(store: ResultStore, units: list[Unit]) -> list[PhaseStatus]:
 
 
 def format_status(rows: list[PhaseStatus]) -> str:
-    """A fixed-width table, one line per phase."""
-    lines = [f"{'phase':<10}{'done':>7}{'running':>9}{'pending':>9}{'failed':>8}{'total':>7}  eta"]
+    """A fixed-width table, one line per model and phase."""
+    width = max([len("model"), *(len(r.model) for r in rows)]) + 2
+    lines = [f"{'model':<{width}}{'phase':<10}{'done':>7}{'running':>9}{'pending':>9}{'failed':>8}{'total':>7}  eta"]
     for r in rows:
         eta = "?" if r.eta_seconds is None else format_seconds(r.eta_seconds)
-        lines.append(f"{r.phase:<10}{r.done:>7}{r.running:>9}{r.pending:>9}{r.failed:>8}{r.total:>7}  {eta}")
+        lines.append(f"{r.model:<{width}}{r.phase:<10}{r.done:>7}{r.running:>9}{r.pending:>9}{r.failed:>8}"
+                     f"{r.total:>7}  {eta}")
     return "\n".join(lines)

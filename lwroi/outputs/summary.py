@@ -7,6 +7,7 @@ silently summarising a partial run.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from lwroi._io import atomic_path, atomic_save_npy
 from lwroi.data import noise_normalised
 from lwroi.orchestration.plan import Unit
 from lwroi.orchestration.results import ResultStore
+from lwroi.outputs.comparison import compare_models, hierarchy_scores, model_pairs, profile_centre
 from lwroi.outputs.volumes import nifti_writable, scores_volume, volume_affine, write_nifti
 
 log = logging.getLogger("lwroi")
@@ -32,13 +34,31 @@ class Reduction:
     missing: list[str]
     failed: list[str]
 
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """Every table of the run by file name: the two of one model, and the comparison of the models.
+
+        The comparison's statistics need scipy; where it is not installed (a login node's minimal
+        install) only the first two are written, with a warning.
+        """
+        if importlib.util.find_spec("scipy") is None:
+            log.warning("scipy is not installed here: comparison.csv, hierarchy.csv and model_pairs.csv were not "
+                        "written (results.csv and summary.csv were); pip install scipy and rerun `lwroi summarize`, "
+                        "or run it in the image")
+            return {"results.csv": self.results, "summary.csv": self.summary}
+        comparison = compare_models(self.results) if not self.results.empty else pd.DataFrame()
+        tables = {"results.csv": self.results, "summary.csv": self.summary, "comparison.csv": comparison,
+                  "hierarchy.csv": hierarchy_scores(comparison) if not comparison.empty else pd.DataFrame()}
+        if self.results["model"].nunique() > 1:
+            tables["model_pairs.csv"] = model_pairs(self.results)
+        return tables
+
     @property
     def complete(self) -> bool:
         return not self.missing and not self.failed
 
 
 def reduce_run(store: ResultStore, units: list[Unit]) -> Reduction:
-    """Read every fit unit's record into one row per subject × ROI, and average per ROI.
+    """Read every fit unit's record into one row per model × subject × ROI, and average per model and ROI.
 
     Only fit records are read: the tables need nothing else, so a lost or corrupt tuning record
     (which a rerun would recompute to no effect on any fit) does not hold the summary back.
@@ -51,18 +71,19 @@ def reduce_run(store: ResultStore, units: list[Unit]) -> Reduction:
         elif record.status != "ok":
             failed.append(unit.key)
         else:
-            rows.append(_result_row(record.payload))
+            rows.append(_result_row(unit.model, record.payload))
     results = pd.DataFrame(rows)
     if results.empty:
-        columns = ["roi", "pcc_mean", "pcc_std", "n_subjects", "noise_ceiling_mean", "pcc_normalized_mean"]
+        columns = ["model", "roi", "pcc_mean", "pcc_std", "n_subjects", "noise_ceiling_mean", "pcc_normalized_mean"]
         return Reduction(results, pd.DataFrame(columns=columns), missing, failed)
-    for column in ("noise_ceiling", "pcc_normalized", "n_reliable_voxels",
+    for column in ("noise_ceiling", "pcc_normalized", "n_reliable_voxels", "profile_centre",
                    *(c for c in results.columns if c.startswith("profile_"))):
         results[column] = pd.to_numeric(results[column])  # None (no reliable voxel, or an older record) -> NaN
-    roi_order = list(dict.fromkeys(u.roi for u in units if u.phase == "fit"))
-    results["roi"] = pd.Categorical(results["roi"], categories=roi_order, ordered=True)
-    results = results.sort_values(["roi", "subject"]).reset_index(drop=True)
-    by_roi = results.groupby("roi", observed=True)
+    for column, order in (("model", [u.model for u in units]), ("roi", [u.roi for u in units])):
+        categories = list(dict.fromkeys(v for v, u in zip(order, units, strict=True) if u.phase == "fit"))
+        results[column] = pd.Categorical(results[column], categories=categories, ordered=True)
+    results = results.sort_values(["model", "roi", "subject"]).reset_index(drop=True)
+    by_roi = results.groupby(["model", "roi"], observed=True)
     # std over subjects with ddof 1 (pandas' default), as the original's avg_res.csv: NaN for one subject
     summary = by_roi["pcc"].agg(pcc_mean="mean", pcc_std="std", n_subjects="count")
     summary["noise_ceiling_mean"] = by_roi["noise_ceiling"].mean()
@@ -70,17 +91,20 @@ def reduce_run(store: ResultStore, units: list[Unit]) -> Reduction:
     for column in (c for c in results.columns if c.startswith("profile_")):
         summary[column] = by_roi[column].mean()  # the ROI's layer profile: subject mean
     summary = summary.reset_index()
-    results["roi"] = results["roi"].astype(str)
-    summary["roi"] = summary["roi"].astype(str)
+    for table in (results, summary):
+        table["model"] = table["model"].astype(str)
+        table["roi"] = table["roi"].astype(str)
     return Reduction(results, summary, missing, failed)
 
 
-def _result_row(payload: dict) -> dict:
-    row = {k: payload[k] for k in ("subject", "roi", "pcc", "n_voxels", "n_valid_voxels")}
+def _result_row(model: str, payload: dict) -> dict:
+    row = {"model": model, **{k: payload[k] for k in ("subject", "roi", "pcc", "n_voxels", "n_valid_voxels")}}
+    row["family"] = payload.get("family", "")
     # noise ceilings came later: records of older runs lack them, and their rows show them empty
     row.update({k: payload.get(k) for k in ("noise_ceiling", "pcc_normalized", "n_reliable_voxels")})
     row.update({k: payload[k] for k in ("wc", "lay", "solver", "best_epoch", "n_epochs", "random_weights")})
     profile = payload.get("layer_profile") or [None] * len(payload["layers"])  # later too: empty for older records
+    row["profile_centre"] = profile_centre(profile) if payload.get("layer_profile") else None
     for name, share in zip(payload["layers"], profile, strict=True):
         row[f"profile_{name}"] = share
     for name, weight in zip(payload["layers"], payload["layer_weights"], strict=True):
@@ -92,23 +116,24 @@ def _result_row(payload: dict) -> dict:
 
 def write_tables(run_dir: str | Path, reduction: Reduction, store: ResultStore,
                  wb_affine: Sequence[float] = ()) -> list[Path]:
-    """Write ``results.csv``, ``summary.csv``, ``scores/<subject>_<roi>.npy`` and WB NIfTI maps atomically.
+    """Write ``results.csv``, ``summary.csv``, ``scores/<model>/<subject>_<roi>.npy`` and WB NIfTI maps atomically.
 
-    A fit with a voxel mask (WB) also gets ``scores/<subject>_<roi>.nii.gz`` (held-out r) and
-    ``scores/<subject>_<roi>_normalized.nii.gz`` (r / sqrt(reliability)) in the scanner volume; where
+    A fit with a voxel mask (WB) also gets ``scores/<model>/<subject>_<roi>.nii.gz`` (held-out r) and
+    ``scores/<model>/<subject>_<roi>_normalized.nii.gz`` (r / sqrt(reliability)) in the scanner volume; where
     nibabel is not installed (a login node's minimal install) the maps are left out with a warning.
     """
     run_dir = Path(run_dir)
     written = []
     skipped_maps = 0
-    for name, table in (("results.csv", reduction.results), ("summary.csv", reduction.summary)):
+    for name, table in reduction.tables().items():
         with atomic_path(run_dir / name) as tmp:
             table.to_csv(tmp, index=False, float_format="%.8g")
         written.append(run_dir / name)
     affine = None  # looked up at the first WB map, so a missing data.wb_affine warns once, not per subject
     for _, row in reduction.results.iterrows():
-        key = f"fit/{row['subject']}/{row['roi']}"
-        target = run_dir / "scores" / f"{row['subject']}_{row['roi']}.npy"
+        key = f"fit/{row['model']}/{row['subject']}/{row['roi']}"
+        stem = f"{row['model']}/{row['subject']}_{row['roi']}"
+        target = run_dir / "scores" / f"{stem}.npy"
         scores = store.load_array(key, "scores")
         atomic_save_npy(target, scores)
         written.append(target)
@@ -120,7 +145,7 @@ def write_tables(run_dir: str | Path, reduction: Reduction, store: ResultStore,
             affine = volume_affine(wb_affine) if affine is None else affine
             normalised = noise_normalised(scores, store.load_array(key, "reliability"))
             for suffix, values in (("", scores), ("_normalized", normalised)):
-                path = run_dir / "scores" / f"{row['subject']}_{row['roi']}{suffix}.nii.gz"
+                path = run_dir / "scores" / f"{stem}{suffix}.nii.gz"
                 written.append(write_nifti(path, scores_volume(values, mask), affine))
     if skipped_maps:
         log.warning("nibabel is not installed here: the NIfTI maps of %d whole-brain fit(s) were not written "

@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from lwroi.orchestration.slurm import TaskState, parse_task_states
@@ -115,10 +116,11 @@ class Jobs:
         self.workspace, self.site, self.image = workspace, site, image
         self.ids: list[str] = []
 
-    def submit(self, out: str, *extra: str) -> dict[str, str]:
-        proc = run_lwroi("submit", str(TINY_CONFIG), "--site", str(self.site), "--image", str(self.image),
-                         *ALL_ROIS, "--set", f"run.output_dir={out}", *extra, cwd=self.workspace, timeout=120)
-        ids = dict(re.findall(r"^\s+(extract|array|reduce)\s+(\d+)\s", proc.stdout, re.MULTILINE))
+    def submit(self, out: str, *extra: str, config: Path = TINY_CONFIG) -> dict[str, str]:
+        rois = ALL_ROIS if config == TINY_CONFIG else ()
+        proc = run_lwroi("submit", str(config), "--site", str(self.site), "--image", str(self.image),
+                         *rois, "--set", f"run.output_dir={out}", *extra, cwd=self.workspace, timeout=120)
+        ids = dict(re.findall(r"^\s+(extract_array|extract|array|reduce)\s+(\d+)\s", proc.stdout, re.MULTILINE))
         assert {"array", "reduce"} <= set(ids), proc.stdout
         self.ids += ids.values()
         return ids
@@ -217,6 +219,22 @@ def test_submitted_chain_reduces_to_the_plain_process_summary(jobs, all_rois_run
             assert int(n) == 1 and (int(bound) == int(n) or int(bound) == int(node)), threads
     assert max(done_events(run).values()) == 1
     assert "2 of 2 array task(s) COMPLETED" in reduce_log(run, ids["reduce"])
+
+
+def test_a_zoo_runs_as_one_chain_and_reduces_to_the_plain_process_comparison(jobs, tiny_workspace):
+    """tests/zoo.yaml (four models, three families): extract array, extract job, fit array, reduce."""
+    zoo = REPO / "tests" / "zoo.yaml"
+    plain = tiny_workspace / "runs" / "zoo-plain-for-slurm"
+    run_lwroi("run", str(zoo), "--mpi", "none", "--set", f"run.output_dir={plain}", cwd=tiny_workspace)
+    out = "runs/slurm-zoo"
+    ids = jobs.submit(out, config=zoo)
+    assert {"extract_array", "extract", "array", "reduce"} <= set(ids)
+    assert jobs.wait_ended(ids["reduce"]) == ("COMPLETED", "0:0"), reduce_log(jobs.workspace / out, ids["reduce"])
+    assert all(t.state == "COMPLETED" for t in jobs.tasks(ids["extract_array"]).values())
+    for name in ("comparison.csv", "hierarchy.csv", "model_pairs.csv", "results.csv"):
+        got, want = pd.read_csv(jobs.workspace / out / name), pd.read_csv(plain / name)
+        pd.testing.assert_frame_equal(got, want, check_exact=False, atol=1e-6, rtol=0, obj=name)
+    assert max(done_events(jobs.workspace / out).values()) == 1
 
 
 def test_cancelled_task_resubmitted_resumes_and_recomputes_nothing_finished(jobs, all_rois_run):

@@ -99,6 +99,23 @@ def test_chain_without_extract_starts_with_the_array():
     assert not any(arg.startswith("--dependency") for arg in chain.jobs[0].argv({}))
 
 
+def test_a_zoo_extracts_in_an_array_over_models_and_video_shards_before_the_extract_job():
+    cfg = load_config(REPO / "configs" / "zoo-demo.yaml")
+    site = SiteSettings(scripts_dir=Path("/site/slurm"), array_max_running=3)
+    chain = build_chain(cfg, site, config_path=Path("configs/zoo-demo.yaml"), overrides=[], workdir=Path("/work"),
+                        image=Path("lwroi.sif"), shards=8, ranks_per_task=1)
+    assert [job.name for job in chain.jobs] == ["extract_array", "extract", "array", "reduce"]
+    ids = {"extract_array": "6", "extract": "7", "array": "8"}
+    raw, extract, array = (job.argv(ids) for job in chain.jobs[:3])
+    tasks = min(8, len(cfg.model_names) * cfg.run.extract_shards)  # 5 models x 2 video shards
+    assert f"--array=0-{tasks - 1}%3" in raw and raw[raw.index("/site/slurm/" + SCRIPTS["array"]) + 1] == str(tasks)
+    assert raw[raw.index("extract"):][:3] == ["extract", "--raw", "/work/configs/zoo-demo.yaml"]
+    assert "--dependency=afterok:6" in extract and "--raw" not in extract
+    assert "--dependency=afterok:7" in array
+    script = render_chain(chain)
+    assert 'extract_array_job=$(' in script and '--dependency=afterok:"$extract_array_job"' in script
+
+
 def test_array_indices_are_the_shard_numbers_of_a_subset():
     array = odd_chain(tasks=parse_tasks("1,3", 4)).jobs[1].argv({"extract": "7"})
     assert "--array=1,3%2" in array

@@ -128,7 +128,7 @@ def replay(compat_run) -> dict:
     sgd = enc["sgd"]
     compat = (enc["pcc"], sgd["drop_last"], enc["fold_split"], enc["contributions"], data["test_order"])
     assert compat == ("original", True, "contiguous", "original", "permutation"), "compat=true did not take effect"
-    store = open_feature_store(compat_run / unit_payload(run, "features")["store"])
+    store = open_feature_store(compat_run / unit_payload(run, "features/alexnet")["store"])
     train_rows, test_rows = original.heldout_rows(data["n_train_videos"], data["n_test"], data["split_seed"])
     dims = [store.dims[layer] for layer in store.layers]
     x_train, x_test = np.hstack(store.load("train")), np.hstack(store.load("test"))
@@ -176,7 +176,7 @@ def test_feature_store_rows_are_the_original_split(replay):
 @pytest.mark.slow
 def test_tuning_scores_and_choice_equal_the_original(compat_run, replay):
     for roi in ROIS:
-        selected = unit_payload(compat_run / "run", f"select/{roi}")
+        selected = unit_payload(compat_run / "run", f"select/alexnet/{roi}")
         cv = {(row["wc"], row["lay"]): row["cv_score"] for row in selected["grid"]}
         assert cv.keys() == replay["tune"][roi].keys()
         for point, score in replay["tune"][roi].items():
@@ -199,7 +199,7 @@ def test_results_equal_the_original(compat_run, replay):
         np.testing.assert_allclose(weights, trained.model.layer_weight.abs().detach().numpy(), atol=TOL)
         contributions = [row[f"contrib_{layer}"] for layer in replay["layers"]]
         np.testing.assert_allclose(contributions, evaluated.contributions, atol=TOL)
-        scores = np.load(compat_run / "run" / "scores" / f"{subject}_{roi}.npy")
+        scores = np.load(compat_run / "run" / "scores" / "alexnet" / f"{subject}_{roi}.npy")
         np.testing.assert_allclose(scores, evaluated.voxel_scores, atol=TOL)
 
 

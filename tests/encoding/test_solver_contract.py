@@ -28,7 +28,8 @@ EXPECTED_FAILED_CHECKS = {
 
 CHECKED = [
     LayerWeightedEncoder(solver="kernel", solver_params={"search_steps": 2, "refine_steps": 1}, device="cpu"),
-    LayerWeightedEncoder(solver="sgd", solver_params={"max_epochs": 20, "lr": 1e-2, "batch_size": 8}, device="cpu"),
+    # 60 epochs: sklearn 1.9's regression check needs r2 > 0.5, which 20 epochs of Adam at 1e-2 no longer reach
+    LayerWeightedEncoder(solver="sgd", solver_params={"max_epochs": 60, "lr": 1e-2, "batch_size": 8}, device="cpu"),
 ]
 
 

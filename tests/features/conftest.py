@@ -51,3 +51,20 @@ def make_noise_videos(tmp_path: Path, rng: np.random.Generator) -> Callable[...,
         return paths
 
     return make
+
+
+def saved_random_weights(folder: Path, model: str = "resnet18", seed: int = 5) -> tuple[Path, str]:
+    """A random-init state dict of ``model`` saved as a local weights file, and its sha256."""
+    import hashlib
+    import warnings
+
+    import torch
+
+    from lwroi.features import load_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        source, _ = load_model(model, weights="random", seed=seed)
+    path = folder / f"{model}.pt"
+    torch.save(source.state_dict(), path)
+    return path, hashlib.sha256(path.read_bytes()).hexdigest()

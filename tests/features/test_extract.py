@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pytest
 import torch
@@ -14,6 +12,7 @@ from lwroi.features.extract import IMAGENET_MEAN, IMAGENET_STD, LayerFeatureExtr
 from lwroi.features.layers import ALEXNET_LAYERS, resolve_layers
 from lwroi.features.video import read_video_frames
 from lwroi.features.weights import load_model
+from tests.features.conftest import saved_random_weights
 
 SAMPLING = {"sampling": "count", "count": 5, "stride": 4}
 ALEXNET_DIMS_64 = {
@@ -50,7 +49,8 @@ def test_random_weights_are_seeded_and_flagged():
         a, info = load_model("resnet18", weights="random", seed=3)
         b, _ = load_model("resnet18", weights="random", seed=3)
         c, _ = load_model("resnet18", weights="random", seed=4)
-    assert info == {"model": "resnet18", "weights": "random", "sha256": "", "random_init": True, "seed": 3}
+    assert info == {"model": "resnet18", "family": "cnn", "weights": "random", "sha256": "", "random_init": True,
+                    "seed": 3, "build_kwargs": {}}
     assert torch.equal(a.conv1.weight, b.conv1.weight)
     assert not torch.equal(a.conv1.weight, c.conv1.weight)
     assert not a.training
@@ -69,14 +69,11 @@ def test_unknown_model_name_is_a_config_error():
 
 
 def test_weights_file_loads_and_records_its_checksum(tmp_path):
-    with pytest.warns(RandomWeightsWarning):
-        source, _ = load_model("resnet18", weights="random", seed=5)
-    path = tmp_path / "resnet18.pt"
-    torch.save(source.state_dict(), path)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    path, digest = saved_random_weights(tmp_path)
     model, info = load_model("resnet18", weights=str(path), seed=0, weights_sha256=digest)
-    assert info == {"model": "resnet18", "weights": str(path), "sha256": digest, "random_init": False, "seed": 0}
-    assert torch.equal(model.fc.weight, source.fc.weight)
+    assert info == {"model": "resnet18", "family": "cnn", "weights": str(path), "sha256": digest,
+                    "random_init": False, "seed": 0, "build_kwargs": {}}
+    assert torch.equal(model.fc.weight, torch.load(path, weights_only=True)["fc.weight"])
 
 
 def test_weights_file_with_wrong_checksum_is_refused(tmp_path):

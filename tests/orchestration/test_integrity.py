@@ -61,7 +61,7 @@ def test_a_deleted_meta_json_gets_the_store_rebuilt_by_the_next_run(workspace):
     before = finished(workspace)
     (store_folder(workspace) / "meta.json").unlink()
     extract(workspace)
-    assert finished(workspace) - before == Counter({"features": 1})
+    assert finished(workspace) - before == Counter({"features/alexnet": 1})
     assert (store_folder(workspace) / "meta.json").exists()
 
 
@@ -72,7 +72,7 @@ def test_a_garbled_store_array_gets_the_store_rebuilt_from_the_raw_shards(worksp
     array.write_bytes(good[:-4] + bytes(b ^ 0xFF for b in good[-4:]))
     before = finished(workspace)
     extract(workspace)
-    assert finished(workspace) - before == Counter({"features": 1})
+    assert finished(workspace) - before == Counter({"features/alexnet": 1})
     assert array.read_bytes() == good
 
 
@@ -101,8 +101,8 @@ def test_a_corrupt_or_missing_tune_record_does_not_hold_back_the_summary(tmp_pat
     store = ResultStore(tmp_path, cfg.fingerprint())
     for unit in units:
         store.write_ok(unit.key, fit_payload(unit.subject, unit.roi) if unit.phase == "fit" else {})
-    store.record_path("tune/sub01/V1").write_text("{garbled")
-    store.record_path("select/V1").unlink()
+    store.record_path("tune/alexnet/sub01/V1").write_text("{garbled")
+    store.record_path("select/alexnet/V1").unlink()
     reduction = reduce_run(store, units)
     assert reduction.complete
     assert sorted(reduction.results["subject"]) == ["sub01", "sub02"]
@@ -116,10 +116,10 @@ def test_a_shard_that_waits_for_anothers_features_says_how_to_compute_them(tmp_p
         _hint_features(cfg, shard_units(units, 1, 2), (1, 2), store)
         _hint_features(cfg, shard_units(units, 0, 2), (0, 2), store)  # shard 0 computes the features itself
     (record,) = caplog.records
-    assert "shard 1/2 waits for the 'features' unit, which shard 0/2 computes: run `lwroi extract my.yaml`" in (
+    assert "shard 1/2 waits for features/alexnet, which shard 0/2 computes: run `lwroi extract my.yaml`" in (
         record.getMessage())
     caplog.clear()
-    store.write_ok("features", {})
+    store.write_ok("features/alexnet", {})
     with caplog.at_level(logging.WARNING, logger="lwroi"):
         _hint_features(cfg, shard_units(units, 1, 2), (1, 2), store)
     assert not caplog.records

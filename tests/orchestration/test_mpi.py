@@ -123,7 +123,7 @@ def test_a_stop_signal_makes_every_rank_checkpoint_and_exit_75(tiny_workspace, t
         send, what="both ranks tuning", settle=1.0)
     assert code == 75, stderr[-3000:]
     assert "Traceback" not in stderr, stderr[-3000:]
-    checkpoints = sorted(p.name for p in (out / "checkpoints" / "tune" / "sub01").glob("*.pt"))
+    checkpoints = sorted(p.name for p in (out / "checkpoints" / "tune" / "alexnet" / "sub01").glob("*.pt"))
     assert checkpoints == ["LOC.pt", "V1.pt"]
     assert {e["rank"] for e in journal_events(out) if e["event"] == "interrupted"} == {0, 1}
 

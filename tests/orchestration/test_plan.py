@@ -30,8 +30,8 @@ def test_dependencies_come_before_dependents():
 
 def test_unit_keys_are_canonical():
     keys = {u.key for u in build_plan(make_cfg(), cost, tune_split="point")}
-    assert "tune/sub01/V1/wc=10,lay=1/fold=0" in keys
-    assert {"features", "extract/shard=000", "select/V1", "fit/sub03/WB"} <= keys
+    assert "tune/alexnet/sub01/V1/wc=10,lay=1/fold=0" in keys
+    assert {"features/alexnet", "extract/alexnet/shard=000", "select/alexnet/V1", "fit/alexnet/sub03/WB"} <= keys
 
 
 @pytest.mark.parametrize("split,n_units", [("roi", 1), ("fold", 2), ("point", 18)])
@@ -89,4 +89,4 @@ def test_kernel_solver_plan_fits_straight_after_the_features():
     units = build_plan(make_cfg(solver="kernel"), cost)
     assert {u.phase for u in units} == {"extract", "features", "fit"}
     fits = [u for u in units if u.phase == "fit"]
-    assert len(fits) == 3 * len(VOXELS) and all(u.deps == ("features",) for u in fits)
+    assert len(fits) == 3 * len(VOXELS) and all(u.deps == ("features/alexnet",) for u in fits)

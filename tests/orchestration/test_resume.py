@@ -88,7 +88,7 @@ def test_a_full_disk_fails_the_unit_with_one_clear_line_and_a_rerun_resumes(tiny
     filler = small_disk / "filler"
     # Fill the disk to the last byte before the launch, then give back 512 kB: room for the run's first
     # records (run.json, journal, extract and features: about 100 kB) and a failure record, not for the
-    # first checkpoint (tune/sub01/V1 after epoch 1: about 3 MB). The tiny run's units finish in well
+    # first checkpoint (tune/alexnet/sub01/V1 after epoch 1: about 3 MB). The tiny run's units finish in well
     # under a second, too fast to fill the disk in the middle of one.
     block = b"\0" * 2**20
     with open(filler, "wb", buffering=0) as fh:
@@ -102,7 +102,8 @@ def test_a_full_disk_fails_the_unit_with_one_clear_line_and_a_rerun_resumes(tiny
     assert code == 1, stderr[-3000:]
     assert "Traceback" not in stderr, stderr[-3000:]
     line = next(x for x in stderr.splitlines() if "failed: DiskFullError" in x)
-    assert re.search(rf"tune/sub01/V1 failed: DiskFullError: {re.escape(str(out))}/checkpoints/tune/sub01/V1.pt: "
+    assert re.search(rf"tune/alexnet/sub01/V1 failed: DiskFullError: {re.escape(str(out))}/checkpoints/tune/alexnet/"
+                     r"sub01/V1.pt: "
                      r"disk full \(about [\d.]+ MB needed, [\d.]+ MB free\)", line), line
     status = run_lwroi("status", str(out), cwd=tiny_workspace).stdout
     assert re.search(r"tune\s+0\s+0\s+0\s+1", status), status  # recorded as failed, not pending
@@ -116,15 +117,15 @@ def test_a_full_disk_fails_the_unit_with_one_clear_line_and_a_rerun_resumes(tiny
 
 def test_corrupt_result_file_is_recomputed_not_reduced(tiny_workspace, tiny_run):
     run = copy_run(tiny_run, tiny_workspace, "corrupt")
-    record = run / "units" / "fit" / "sub02" / "V1.json"
+    record = run / "units" / "fit" / "alexnet" / "sub02" / "V1.json"
     record.write_text(record.read_text()[:50])  # a torn write
-    scores = run / "units" / "fit" / "sub01" / "LOC.scores.npy"
+    scores = run / "units" / "fit" / "alexnet" / "sub01" / "LOC.scores.npy"
     scores.write_bytes(scores.read_bytes()[:-8])  # a truncated array
     before = done_events(run)
     run_lwroi("run", str(TINY_CONFIG), "--mpi", "none", "--set", "run.output_dir=runs/corrupt", cwd=tiny_workspace)
     after = done_events(run)
     recomputed = {k for k in after if after[k] > before.get(k, 0)}
-    assert recomputed == {"fit/sub02/V1", "fit/sub01/LOC"}
+    assert recomputed == {"fit/alexnet/sub02/V1", "fit/alexnet/sub01/LOC"}
     assert_tables_equal(run, tiny_run)
 
 
@@ -147,11 +148,11 @@ def test_restart_moves_the_old_run_aside(tiny_workspace, tiny_run):
 
 def test_summarize_reports_missing_units_and_writes_nothing(tiny_workspace, tiny_run):
     run = copy_run(tiny_run, tiny_workspace, "missing")
-    (run / "units" / "fit" / "sub02" / "WB.json").unlink()
+    (run / "units" / "fit" / "alexnet" / "sub02" / "WB.json").unlink()
     (run / "summary.csv").unlink()
     proc = run_lwroi("summarize", str(run), cwd=tiny_workspace, check=False)
     assert proc.returncode == 3
-    assert "missing: fit/sub02/WB" in proc.stderr
+    assert "missing: fit/alexnet/sub02/WB" in proc.stderr
     assert not (run / "summary.csv").exists()
 
 
@@ -170,6 +171,8 @@ def test_read_only_verbs_trust_the_fingerprint_the_run_recorded(tiny_workspace, 
     for path in [run / "run.json", *(run / "units").rglob("*.json")]:
         record = json.loads(path.read_text())
         record["fingerprint"] = "written-by-an-older-lwroi"
+        if "models" in record:  # run.json: the per-model fingerprints that lwroi wrote beside it
+            record["models"] = {name: "written-by-an-older-lwroi" for name in record["models"]}
         if "checksum" in record:  # a unit record: signed as that lwroi would have
             record["checksum"] = record_checksum(record)
         path.write_text(json.dumps(record))
@@ -184,10 +187,10 @@ def test_read_only_verbs_trust_the_fingerprint_the_run_recorded(tiny_workspace, 
 
 def test_status_counts_units_per_phase(tiny_workspace, tiny_run):
     run = copy_run(tiny_run, tiny_workspace, "status")
-    (run / "units" / "fit" / "sub01" / "V1.json").unlink()
+    (run / "units" / "fit" / "alexnet" / "sub01" / "V1.json").unlink()
     out = run_lwroi("status", str(run), cwd=tiny_workspace).stdout
-    fit_line = next(line for line in out.splitlines() if line.startswith("fit"))
-    assert fit_line.split()[1:6] == ["5", "0", "1", "0", "6"]  # 2 subjects x 3 ROIs
+    fit_line = next(line for line in out.splitlines() if line.split()[:2] == ["alexnet", "fit"])
+    assert fit_line.split()[2:7] == ["5", "0", "1", "0", "6"]  # 2 subjects x 3 ROIs
 
 
 def test_sigterm_mid_fit_checkpoints_and_rerun_continues_from_that_epoch(tiny_workspace):
@@ -196,17 +199,18 @@ def test_sigterm_mid_fit_checkpoints_and_rerun_continues_from_that_epoch(tiny_wo
                  "--set", "encoding.sgd.max_epochs=600", "--set", "encoding.sgd.patience=600",
                  "--set", "run.checkpoint_every=50"]
     out = tiny_workspace / "runs" / "sigterm"
-    checkpoint = out / "checkpoints" / "fit" / "sub01" / "V1.pt"
+    checkpoint = out / "checkpoints" / "fit" / "alexnet" / "sub01" / "V1.pt"
     code, stderr = interrupt_when(lwroi_command("run", str(TINY_CONFIG), *overrides), tiny_workspace,
                                   checkpoint.exists, lambda job: job.send_signal(signal.SIGTERM),
                                   what="a fit checkpoint", settle=0)  # tiny epochs: 550 more take about 1 s
     assert code == 75, stderr[-3000:]
-    saved = [e["epoch"] for e in journal_events(out) if e["event"] == "checkpoint" and e["key"] == "fit/sub01/V1"]
+    key = "fit/alexnet/sub01/V1"
+    saved = [e["epoch"] for e in journal_events(out) if e["event"] == "checkpoint" and e["key"] == key]
     assert saved and saved[-1] < 600
 
     run_lwroi("run", str(TINY_CONFIG), *overrides, cwd=tiny_workspace)
-    resumed = [e["epoch"] for e in journal_events(out) if e["event"] == "resume" and e["key"] == "fit/sub01/V1"]
+    resumed = [e["epoch"] for e in journal_events(out) if e["event"] == "resume" and e["key"] == key]
     assert resumed == [saved[-1]]
-    record = json.loads((out / "units" / "fit" / "sub01" / "V1.json").read_text())
+    record = json.loads((out / "units" / "fit" / "alexnet" / "sub01" / "V1.json").read_text())
     assert record["payload"]["n_epochs"] == 600
     assert not checkpoint.exists()

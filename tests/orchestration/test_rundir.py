@@ -137,9 +137,9 @@ def test_a_run_with_more_rois_reuses_the_units_of_the_first(cfg, tmp_path):
         return ran
 
     first = launch(cfg)
-    assert "fit/sub01/V1" in first
+    assert "fit/alexnet/sub01/V1" in first
     second = launch(with_data(cfg, rois=("V1", "V2")))
-    assert sorted(second) == ["fit/sub01/V2", "select/V2", "tune/sub01/V2"]
+    assert sorted(second) == ["fit/alexnet/sub01/V2", "select/alexnet/V2", "tune/alexnet/sub01/V2"]
 
 
 def exited_pid() -> int:

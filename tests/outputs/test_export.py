@@ -42,10 +42,10 @@ def test_export_has_every_track_roi_and_subject_with_the_exact_shapes(tiny_run, 
 def test_export_of_an_incomplete_run_lists_what_is_missing(tiny_run, tiny_workspace, tmp_path):
     partial = tmp_path / "partial"
     shutil.copytree(tiny_run, partial)
-    (partial / "units" / "fit" / "sub02" / "LOC.json").unlink()
+    (partial / "units" / "fit" / "alexnet" / "sub02" / "LOC.json").unlink()
     proc = run_lwroi("export", str(partial), cwd=tiny_workspace, check=False)
     assert proc.returncode == 3
-    assert "missing: fit/sub02/LOC" in proc.stderr
+    assert "missing: fit/alexnet/sub02/LOC" in proc.stderr
     assert not (partial / "export").exists()
 
 

@@ -23,7 +23,7 @@ def test_an_unfinished_task_with_missing_units_is_named(tiny_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     (run / "summary.csv").unlink(missing_ok=True)
-    (run / "units" / "fit" / "sub02" / "WB.json").unlink()
+    (run / "units" / "fit" / "alexnet" / "sub02" / "WB.json").unlink()
     (tmp_path / "states.txt").write_text(STATES)
     proc = run_lwroi("summarize", str(run), "--array-states", "states.txt", cwd=tmp_path, check=False)
     assert "1 of 2 array task(s) COMPLETED" in proc.stderr

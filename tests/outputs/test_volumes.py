@@ -43,13 +43,14 @@ def test_a_run_writes_wb_maps_that_match_the_masked_scores(tiny_run, tiny_worksp
     responses = tiny_workspace / "data" / "tiny" / "participants_data_v2021"
     for subject in truth["subjects"]:
         mask = load_roi_responses(responses, subject, "WB", n_train_videos=truth["n_videos"]).voxel_mask
-        scores = np.load(tiny_run / "scores" / f"{subject}_WB.npy")
-        image = nibabel.load(tiny_run / "scores" / f"{subject}_WB.nii.gz")
+        scores = np.load(tiny_run / "scores" / "alexnet" / f"{subject}_WB.npy")
+        image = nibabel.load(tiny_run / "scores" / "alexnet" / f"{subject}_WB.nii.gz")
         data = np.asarray(image.dataobj)
         assert data.shape == (78, 93, 71)
         np.testing.assert_array_equal(data[mask == 1], scores)
         assert np.isnan(data[mask != 1]).all()
-        normalised = np.asarray(nibabel.load(tiny_run / "scores" / f"{subject}_WB_normalized.nii.gz").dataobj)
+        maps = tiny_run / "scores" / "alexnet"
+        normalised = np.asarray(nibabel.load(maps / f"{subject}_WB_normalized.nii.gz").dataobj)
         inside = normalised[mask == 1]
         assert np.isfinite(inside).mean() > 0.9 and (np.abs(inside[np.isfinite(inside)]) >= np.abs(
             scores[np.isfinite(inside)]) - 1e-6).all()  # fmt: skip

@@ -179,14 +179,26 @@ def build_chain(cfg: Config, site: SiteSettings, *, config_path: Path, overrides
     jobs = []
     shape = f"{ranks_per_task} rank(s) x {site.cpus_per_rank} CPU(s)" + (
         f" x {site.gpus_per_rank} GPU(s)" if site.gpus_per_rank else "")
+    zoo = len(cfg.model_names) > 1
+    if extract and zoo:  # a zoo's extraction units (models x video shards) as an array; the extract job reduces
+        raw_tasks = min(shards, len(cfg.model_names) * cfg.run.extract_shards)
+        jobs.append(JobSpec(
+            "extract_array",
+            (*common, f"--array={_array_spec(range(raw_tasks), site.array_max_running)}",
+             _log_pattern(log_dir, "lwroi-extract-%A_%a.out"), *ranks, f"--time={site.time_extract}"),
+            site.scripts_dir / SCRIPTS["array"],
+            (str(raw_tasks), str(site.max_requeues), *step, "lwroi", "extract", "--raw", *lwroi_args),
+            f"lwroi extract --raw --shard i/{raw_tasks} for i in 0-{raw_tasks - 1}: {len(cfg.model_names)} models x "
+            f"{cfg.run.extract_shards} video shards, {shape} each",
+        ))
     if extract:
         jobs.append(JobSpec(
             "extract",
             (*common, _log_pattern(log_dir, "lwroi-extract-%j.out"), *ranks,
-             f"--time={site.time_extract}"),
+             f"--time={site.time_extract}", *((JobRef("extract_array", "--dependency=afterok:"),) if zoo else ())),
             site.scripts_dir / SCRIPTS["extract"],
             (*step, "lwroi", "extract", *lwroi_args),
-            f"lwroi extract, {shape}",
+            f"lwroi extract, {shape}" + (": reduces every model's features (after the extract array)" if zoo else ""),
         ))
     array_options: list[Arg] = [*common, f"--array={_array_spec(tasks, site.array_max_running)}",
                                 _log_pattern(log_dir, "lwroi-fit-%A_%a.out"), *ranks,
@@ -214,5 +226,6 @@ def build_chain(cfg: Config, site: SiteSettings, *, config_path: Path, overrides
 
 
 def features_done(cfg: Config, workdir: Path) -> bool:
-    """True when the run directory already holds a valid ``features`` record (the extract job can be left out)."""
-    return ResultStore(_absolute(cfg.run.output_dir, workdir), cfg.fingerprint()).is_done("features")
+    """True when the run directory holds a valid ``features`` record of every model (no extract job is needed)."""
+    store = ResultStore(_absolute(cfg.run.output_dir, workdir), cfg.fingerprint(), cfg.model_fingerprints())
+    return all(store.is_done(f"features/{name}") for name in cfg.model_names)

@@ -111,7 +111,7 @@ def _request(job: JobSpec, site: SiteSettings) -> str:
              f"LWROI_CPUS_PER_RANK={site.cpus_per_rank}", f"LWROI_GPUS_PER_RANK={site.gpus_per_rank}"]
     if site.mem_per_cpu:
         parts.append(f"LWROI_MEM_PER_CPU={site.mem_per_cpu}")
-    parts.append(f"LWROI_TIME_{job.name.upper() if job.name == 'extract' else 'FIT'}={_option(argv, '--time')}")
+    parts.append(f"LWROI_TIME_{'EXTRACT' if job.name.startswith('extract') else 'FIT'}={_option(argv, '--time')}")
     if site.partition:
         parts.append(f"LWROI_PARTITION={site.partition}")
     return ", ".join(parts)
