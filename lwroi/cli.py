@@ -216,7 +216,15 @@ def _summarize(run_dir: Path, array_states: TextIO | None = None) -> int:
         return EXIT_INCOMPLETE
     for path in [p for p in write_tables(run_dir, reduction, store, cfg.data.wb_affine) if p.suffix == ".csv"]:
         print(f"wrote {path}")
-    print(reduction.summary.to_string(index=False))
+    comparison = run_dir / "comparison.csv"
+    if len(cfg.model_names) > 1 and comparison.is_file():  # a zoo's summary is wide: print the comparison
+        import pandas as pd
+
+        columns = ["model", "family", "roi", "pcc_mean", "pcc_ci_low", "pcc_ci_high", "profile_centre_mean",
+                   "rank_in_roi"]
+        print(pd.read_csv(comparison)[columns].to_string(index=False))
+    else:
+        print(reduction.summary.to_string(index=False))
     return 0
 
 

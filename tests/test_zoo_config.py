@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lwroi.config import config_from_dict
+from lwroi.config import config_from_dict, load_config
 from lwroi.exceptions import ConfigError
 from lwroi.orchestration.plan import build_plan, shard_units
 
@@ -75,3 +75,17 @@ def test_units_are_keyed_by_model_and_shards_keep_a_models_roi_together():
             owners.setdefault(unit.group, set()).add(index)
     assert all(len(shards) == 1 for shards in owners.values())
     assert owners["features"] == {0}
+
+
+def test_the_shipped_zoos_cover_the_families_they_promise():
+    from lwroi.features import model_family
+    from tests.conftest import REPO
+
+    demo = load_config(REPO / "configs" / "zoo-demo.yaml")
+    families = [model_family(demo.for_model(m).features.model) for m in demo.model_names]
+    assert len(families) >= 5 and len(set(families)) >= 3 and {"video", "transformer"} <= set(families)
+    assert all(demo.for_model(m).features.weights == "random" for m in demo.model_names)
+    paper = load_config(REPO / "configs" / "paper-zoo.yaml")
+    families = {model_family(paper.for_model(m).features.model) for m in paper.model_names}
+    assert len(paper.model_names) >= 20 and families == {"cnn", "transformer", "hybrid", "clip", "video"}
+    assert all(paper.for_model(m).features.weights.startswith("weights/") for m in paper.model_names)
