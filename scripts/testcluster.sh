@@ -120,7 +120,8 @@ CredType=cred/munge
 # old credential to expire before it starts the job again; test box only, sites keep the default).
 AuthInfo=cred_expire=10
 ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
+# Bind each task to its CPUs, as sites do: a rank must start as many threads as it is bound to.
+TaskPlugin=task/affinity
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
