@@ -391,7 +391,7 @@ class Config:
             if name != self.model_names[0]:
                 raise KeyError(name)
             return self
-        (entry,) = [m for m in self.features.models if m.name == name] or [None]
+        entry = next((m for m in self.features.models if m.name == name), None)
         if entry is None:
             raise KeyError(name)
         features = dataclasses.replace(self.features, models=(), **dict(entry.settings))

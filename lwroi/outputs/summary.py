@@ -64,7 +64,8 @@ def reduce_run(store: ResultStore, units: list[Unit]) -> Reduction:
     (which a rerun would recompute to no effect on any fit) does not hold the summary back.
     """
     missing, failed, rows = [], [], []
-    for unit in (u for u in units if u.phase == "fit"):
+    fits = [u for u in units if u.phase == "fit"]
+    for unit in fits:
         record = store.read(unit.key)
         if record is None:
             missing.append(unit.key)
@@ -76,11 +77,11 @@ def reduce_run(store: ResultStore, units: list[Unit]) -> Reduction:
     if results.empty:
         columns = ["model", "roi", "pcc_mean", "pcc_std", "n_subjects", "noise_ceiling_mean", "pcc_normalized_mean"]
         return Reduction(results, pd.DataFrame(columns=columns), missing, failed)
-    for column in ("noise_ceiling", "pcc_normalized", "n_reliable_voxels", "profile_centre",
+    for column in ("noise_ceiling", "pcc_normalized", "n_reliable_voxels",
                    *(c for c in results.columns if c.startswith("profile_"))):
         results[column] = pd.to_numeric(results[column])  # None (no reliable voxel, or an older record) -> NaN
-    for column, order in (("model", [u.model for u in units]), ("roi", [u.roi for u in units])):
-        categories = list(dict.fromkeys(v for v, u in zip(order, units, strict=True) if u.phase == "fit"))
+    for column in ("model", "roi"):  # plan order, not alphabetical
+        categories = list(dict.fromkeys(getattr(u, column) for u in fits))
         results[column] = pd.Categorical(results[column], categories=categories, ordered=True)
     results = results.sort_values(["model", "roi", "subject"]).reset_index(drop=True)
     by_roi = results.groupby(["model", "roi"], observed=True)
