@@ -54,6 +54,18 @@ def test_data_layer_imports_without_torch_or_mpi():
     assert proc.stdout.strip() == "[]"
 
 
+def test_a_rank_that_only_fits_imports_neither_torchvision_nor_pyav():
+    """``lwroi.features`` loads its modules on first use: reading a store costs no network import (~2 s)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, lwroi.features, lwroi.encoding, lwroi.orchestration.tasks; "
+            "from lwroi.features import feature_paths, open_feature_store; "
+            "print(sorted({'torchvision', 'av'} & set(sys.modules)))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"
+
+
 ENVIRONMENT_READERS = {"orchestration/environment.py", "cli.py"}
 """The launch environment is read in one module; the CLI hands ``os.environ`` to the site file's reader."""
 

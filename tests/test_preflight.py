@@ -312,3 +312,20 @@ def test_the_checks_of_a_login_node_import_neither_torch_nor_mpi4py(work):
             "print(sorted({'torch', 'mpi4py'} & set(sys.modules)))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=work, capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "[]"
+
+
+def test_a_launch_whose_feature_store_is_built_does_not_load_the_network(work, capsys):
+    """The model was checked when its store was built; a fit-only launch skips torchvision and the model."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from lwroi.config import load_config; from lwroi.orchestration.driver import check_inputs; "
+            "check_inputs(load_config('run.yaml'), 'fit', device=False); print('torchvision' in sys.modules)")
+
+    def loads_the_network() -> str:
+        proc = subprocess.run([sys.executable, "-c", code], cwd=work, capture_output=True, text=True, check=True)
+        return proc.stdout.strip()
+
+    assert loads_the_network() == "True"  # no store yet: the model, layers and weights are checked
+    assert lwroi("extract", capsys=capsys)[0] == 0
+    assert loads_the_network() == "False"

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from lwroi._io import safe_load_pickle, sha256_file
+from lwroi._io import safe_load_pickle, sha256_file, sha256_file_cached
 from lwroi.exceptions import DataLayoutError, DataWarning, UnsafePickleError
 
 ROI_TRACKS: dict[str, str] = {
@@ -138,9 +138,10 @@ def video_fingerprints(videos: Sequence[Path]) -> list[VideoFingerprint]:
 
     Hashing every byte is affordable (measured: sha256 at 1.25 GB/s on one core), so the 1102
     Algonauts clips (1-2 GB) take a second or two plus reading them once, on one rank per launch;
-    a cheaper size + mtime + partial hash would miss a clip rewritten with its old mtime.
+    a cheaper size + mtime + partial hash would miss a clip rewritten with its old mtime. A
+    process hashes an unchanged file once (the launch checks and then records the videos).
     """
-    return [VideoFingerprint(p.name, p.stat().st_size, sha256_file(p)) for p in videos]
+    return [VideoFingerprint(p.name, p.stat().st_size, sha256_file_cached(p)) for p in videos]
 
 
 def data_fingerprint(root: Path, *, videos_dir: str, responses_dir: str, subjects: Sequence[str],

@@ -17,7 +17,7 @@ from typing import Any
 
 from lwroi.config import Config
 from lwroi.data import check_dataset, list_videos
-from lwroi.data.algonauts import response_problems
+from lwroi.data.algonauts import response_problems, video_fingerprints
 from lwroi.exceptions import DataLayoutError, DeviceError, LwroiError
 from lwroi.orchestration.environment import (
     JobEnvironment,
@@ -205,11 +205,12 @@ def check_inputs(cfg: Config, up_to: str, *, device: bool = True, model: bool = 
     """
     problems = [*_data_problems(cfg, up_to), *_row_problems(cfg, up_to)]
     if model:
-        from lwroi.features.extract import model_problems
-
         for name in cfg.model_names:
-            named = f"model {name}: " if cfg.features.models else ""
-            problems += [named + line for line in model_problems(cfg.for_model(name).features)]
+            if problems or not _store_is_built(cfg.for_model(name)):
+                from lwroi.features.extract import model_problems
+
+                named = f"model {name}: " if cfg.features.models else ""
+                problems += [named + line for line in model_problems(cfg.for_model(name).features)]
     if device:
         problems += _device_problems(cfg.run.device)
     if problems:
@@ -217,6 +218,20 @@ def check_inputs(cfg: Config, up_to: str, *, device: bool = True, model: bool = 
         more = [f"... and {len(problems) - len(shown)} more"] if len(problems) > len(shown) else []
         raise InputError(f"{cfg.source}: cannot start, nothing was written to {cfg.run.output_dir}; "
                          "found before any work:\n  - " + "\n  - ".join([*shown, *more]))
+
+
+def _store_is_built(cfg: Config) -> bool:
+    """Whether the one-model ``cfg``'s feature store is complete: the run will not load its network.
+
+    Then the model, its layers and weights were checked when the store was built, and a
+    launch skips that check (torchvision's import, a model construction and a graph trace:
+    seconds per launch, more for a zoo).
+    """
+    from lwroi.features.store import feature_paths, feature_store_complete
+
+    d = cfg.data
+    videos = video_fingerprints(list_videos(Path(d.root) / d.videos_dir))
+    return feature_store_complete(feature_paths(cfg, videos).store)
 
 
 def _data_problems(cfg: Config, up_to: str) -> list[str]:
