@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from functools import partial
 
 import numpy as np
 import pytest
@@ -113,6 +114,32 @@ def test_same_seed_gives_bit_identical_results(problem):
     first, second = solve(problem, max_epochs=8), solve(problem, max_epochs=8)
     np.testing.assert_array_equal(first.coef, second.coef)
     np.testing.assert_array_equal(first.history["val_score"], second.history["val_score"])
+
+
+@pytest.mark.parametrize("tile_rows", [1, 20, 37])
+def test_the_tiled_sweep_gives_the_numbers_of_whole_tensors(monkeypatch, tile_rows):
+    """Rows of W updated tile by tile = one whole-tensor Adam step: bit for bit with tiles of many rows.
+
+    One-row tiles agree to float32 rounding only: BLAS computes a one-row product with its
+    matrix-vector kernel, which sums in another order (the solver never makes such tiles).
+    """
+    import lwroi.encoding._sgd as sgd
+
+    rng = np.random.default_rng(0)
+    dims, n_voxels = (60, 90, 50), 48
+    X = torch.from_numpy(rng.standard_normal((100, sum(dims))).astype(np.float32))
+    layer_of_feature = torch.from_numpy(np.repeat(np.arange(3), dims))
+    Y = torch.from_numpy(rng.standard_normal((100, n_voxels)).astype(np.float32))
+    kwargs = {"train_idx": [np.arange(70), np.arange(60)], "val_idx": [np.arange(70, 100)] * 2, "wc": [0.1, 1.0],
+              "lay": [0.1, 0.01], "options": SGDOptions(lr=1e-2, max_epochs=6, patience=100), "seed": 0}
+    whole = solve_sgd(X, layer_of_feature, Y, **kwargs)
+    monkeypatch.setattr(sgd, "_TILE_BYTES", tile_rows * n_voxels * 4)
+    tiled = solve_sgd(X, layer_of_feature, Y, **kwargs)
+    check = np.testing.assert_array_equal if tile_rows > 1 else partial(np.testing.assert_allclose, atol=1e-5)
+    for name in ("coef", "intercept", "layer_weights"):
+        check(getattr(tiled, name), getattr(whole, name), err_msg=name)
+    check(tiled.history["val_score"], whole.history["val_score"])
+    np.testing.assert_array_equal(tiled.best_step, whole.best_step)
 
 
 def test_resume_from_saved_state_equals_uninterrupted(problem, tmp_path):
