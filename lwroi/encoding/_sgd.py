@@ -388,7 +388,9 @@ class _BatchedTrainer:
         states = {g: [self._adam_state(p) for p in self.param_views[g]] for g in models}
         if models:
             torch._foreach_add_([state["step"] for per_model in states.values() for state in per_model], 1)
-        scaled = torch.zeros((G, B, D), dtype=self.dtype, device=self.device)  # summed over rows whole, as before
+        # Terms of the layer-weight gradient, summed over the batch rows in one call after the sweep
+        # (a sum per tile rounds differently).
+        scaled = torch.zeros((G, B, D), dtype=self.dtype, device=self.device)
         for g in models:  # a model that takes no step needs no gradient
             for lo in range(0, D, self.tile_rows):
                 part = slice(lo, min(D, lo + self.tile_rows))
