@@ -174,15 +174,8 @@ def worker(name: str, folder: Path, args: argparse.Namespace) -> dict:
             "zoo_extract": _work_zoo_extract}[name](folder, args)  # fmt: skip
 
 
-def _v1(folder: Path) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray, np.ndarray]:
-    store, responses = load_data(folder)
-    Y = responses["sub01/V1"]
-    return store.load("train"), store.load("test"), Y[:N_TRAIN], Y[N_TRAIN:]
-
-
-def _sized_responses(folder: Path) -> dict[str, np.ndarray]:
+def _sized_responses(responses: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Training responses at the sizes the speed targets name: V1 of sub01, and 600 voxels (sub01's V1-V3)."""
-    _, responses = load_data(folder)
     wide = np.hstack([responses[f"sub01/{roi}"] for roi in ("V1", "V2", "V3")])[:N_TRAIN, :WIDE_VOXELS]
     return {"V1": responses["sub01/V1"][:N_TRAIN], str(WIDE_VOXELS): wide}
 
@@ -215,11 +208,12 @@ def _work_floor(folder: Path, args: argparse.Namespace) -> dict:
 def _work_original(folder: Path, args: argparse.Namespace) -> dict:
     from lwroi.data.splits import kfold_splits
 
-    X_train, _, _, _ = _v1(folder)
+    store, responses = load_data(folder)
+    X_train = store.load("train")
     val = kfold_splits(N_TRAIN, FOLDS, SEED)[0][1]
     X = np.hstack(X_train)
     out = {}
-    for size, Y in _sized_responses(folder).items():
+    for size, Y in _sized_responses(responses).items():
         seconds = original_epoch_seconds(X, [x.shape[1] for x in X_train], Y, val, epochs=args.epochs, wc=10.0,
                                          lay=1.0)  # fmt: skip
         out[f"model_epochs_per_s_{size}"] = 1.0 / seconds
@@ -234,12 +228,14 @@ def _work_sgd(folder: Path, args: argparse.Namespace) -> dict:
     from lwroi.data.splits import kfold_splits
     from lwroi.encoding import LayerWeightedEncoder, solve_sgd, stack_layer_features
 
-    X_train, X_test, Y_train, Y_test = _v1(folder)
+    store, responses = load_data(folder)
+    X_train, X_test = store.load("train"), store.load("test")
+    Y_train, Y_test = responses["sub01/V1"][:N_TRAIN], responses["sub01/V1"][N_TRAIN:]
     features, layer_of_feature, _ = stack_layer_features(X_train, "balanced")
     splits = kfold_splits(N_TRAIN, FOLDS, SEED)
     models = [(wc, lay, fold) for wc, lay in GRID for fold in range(FOLDS)]
     out = {}
-    for size, Y in _sized_responses(folder).items():
+    for size, Y in _sized_responses(responses).items():
         inputs = (torch.from_numpy(features), torch.from_numpy(layer_of_feature), torch.from_numpy(Y))
         for label, chosen in (("one", models[2:3]), ("grid", models)):
             kwargs = {"train_idx": [splits[f][0] for _, _, f in chosen],

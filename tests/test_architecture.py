@@ -66,6 +66,13 @@ def test_a_rank_that_only_fits_imports_neither_torchvision_nor_pyav():
     assert proc.stdout.strip() == "[]"
 
 
+def test_the_lazy_features_package_exports_exactly_what_it_can_load():
+    import lwroi.features as features
+
+    assert sorted(features.__all__) == sorted(features._WHERE)
+    assert all(getattr(features, name) is not None for name in features.__all__)
+
+
 ENVIRONMENT_READERS = {"orchestration/environment.py", "cli.py"}
 """The launch environment is read in one module; the CLI hands ``os.environ`` to the site file's reader."""
 

@@ -418,12 +418,18 @@ class _BatchedTrainer:
 
     def _adam(self, params: list[torch.Tensor], grads: list[torch.Tensor], states: list[dict],
               part: slice = slice(None)) -> None:  # fmt: skip
-        """Update ``params`` (rows ``part`` of the parameters ``states`` belong to) with torch's fused Adam."""
+        """Update ``params`` (rows ``part`` of the parameters ``states`` belong to) with torch's fused Adam.
+
+        With the hyper-parameters of ``self.optimizer``'s one group, as its ``step()`` would.
+        """
         if params:
+            group = self.optimizer.param_groups[0]
+            beta1, beta2 = group["betas"]
             torch._fused_adam_(params, grads, [s["exp_avg"][part] for s in states],
                                [s["exp_avg_sq"][part] for s in states], [], [s["step"] for s in states],
-                               amsgrad=False, lr=self.lr, beta1=0.9, beta2=0.999, weight_decay=0.0, eps=1e-8,
-                               maximize=False)  # fmt: skip
+                               amsgrad=group["amsgrad"], lr=group["lr"], beta1=beta1, beta2=beta2,
+                               weight_decay=group["weight_decay"], eps=group["eps"],
+                               maximize=group["maximize"])  # fmt: skip
 
     # ------------------------------------------------------------------ validation
     def _predict_rows(self, rows: torch.Tensor, a: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

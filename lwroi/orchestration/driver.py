@@ -193,8 +193,9 @@ def check_inputs(cfg: Config, up_to: str, *, device: bool = True, model: bool = 
     """Everything that can be checked before the run directory is touched (a failure claims nothing).
 
     The data layout, every response pickle (shapes, dtypes, video counts, WB masks), the
-    shards and SGD sizes against the data, the model, layers and weights, and the device.
-    Extraction reads only the videos, so launches up to ``features`` do not need the responses.
+    shards and SGD sizes against the data, the model, layers and weights (of the models whose
+    feature store is not built yet), and the device. Extraction reads only the videos, so
+    launches up to ``features`` do not need the responses.
     ``device=False`` and ``model=False`` leave out the checks that need torch (and, for the
     device, the machine the work runs on): ``lwroi submit`` on a login node.
 
@@ -205,8 +206,9 @@ def check_inputs(cfg: Config, up_to: str, *, device: bool = True, model: bool = 
     """
     problems = [*_data_problems(cfg, up_to), *_row_problems(cfg, up_to)]
     if model:
+        built = set() if problems else _models_with_built_stores(cfg)  # the videos are readable
         for name in cfg.model_names:
-            if problems or not _store_is_built(cfg.for_model(name)):
+            if name not in built:
                 from lwroi.features.extract import model_problems
 
                 named = f"model {name}: " if cfg.features.models else ""
@@ -220,18 +222,19 @@ def check_inputs(cfg: Config, up_to: str, *, device: bool = True, model: bool = 
                          "found before any work:\n  - " + "\n  - ".join([*shown, *more]))
 
 
-def _store_is_built(cfg: Config) -> bool:
-    """Whether the one-model ``cfg``'s feature store is complete: the run will not load its network.
+def _models_with_built_stores(cfg: Config) -> set[str]:
+    """The models whose feature store is complete: the run will not load their networks.
 
-    Then the model, its layers and weights were checked when the store was built, and a
-    launch skips that check (torchvision's import, a model construction and a graph trace:
-    seconds per launch, more for a zoo).
+    Their model, layers and weights were checked when the store was built, so a launch skips
+    that check (torchvision's import, a model construction and a graph trace: seconds per
+    launch, more for a zoo).
     """
     from lwroi.features.store import feature_paths, feature_store_complete
 
     d = cfg.data
     videos = video_fingerprints(list_videos(Path(d.root) / d.videos_dir))
-    return feature_store_complete(feature_paths(cfg, videos).store)
+    return {name for name in cfg.model_names
+            if feature_store_complete(feature_paths(cfg.for_model(name), videos).store)}
 
 
 def _data_problems(cfg: Config, up_to: str) -> list[str]:
