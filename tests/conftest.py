@@ -17,19 +17,65 @@ import sys
 import time
 from pathlib import Path
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers share the cores, so waiting OpenMP threads (torch's, here and in every lwroi and MPI
+    # rank the tests start, which inherit this) must sleep instead of spinning on cores the other
+    # worker needs. Set before numpy and torch load their thread pools; it changes no number.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import numpy as np
 import pytest
+from filelock import FileLock
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO / "configs" / "demo.yaml"
 TINY_CONFIG = REPO / "tests" / "tiny.yaml"
-IMAGE_BUILD = pytest.StashKey()
-"""The session's background image build (tests/cluster/image.py), when it runs container tests."""
+ZOO_CONFIG = REPO / "tests" / "zoo.yaml"
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """Container tests last (stable order otherwise): their image builds in the background meanwhile."""
-    items.sort(key=lambda item: item.get_closest_marker("container") is not None)
+    """The order the image build and the workers want (stable otherwise).
+
+    In one process the container tests come last: the image builds in the background meanwhile.
+    Under pytest-xdist (``scripts/test.sh``, whole files per worker, in this order) they come
+    first, then the slow files: one worker waits for the build while the other starts on the
+    longest work, so the short files fill both workers' ends and neither core waits at the end.
+    """
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: (item.get_closest_marker("container") is None,
+                                     item.get_closest_marker("slow") is None))
+    else:
+        items.sort(key=lambda item: item.get_closest_marker("container") is not None)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, one torch thread for the tests a worker runs in its own process.
+
+    Each worker has one core's share; lwroi processes the tests start still choose their own
+    thread counts, as a launch does.
+    """
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+
+
+def shared_root(config: pytest.Config) -> Path:
+    """The session's temporary root, the same for every pytest-xdist worker (each works in a folder of it).
+
+    Reads pytest's ``_tmp_path_factory``, as pytest-xdist does to give its workers their folders.
+    """
+    base = config._tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def image_build(config: pytest.Config):
+    """The session's one image build (tests/cluster/image.py): the one scripts/test.sh started before the
+    install (``LWROI_TEST_IMAGE_BUILD``), or one in the session's shared root."""
+    from tests.cluster.image import ImageBuild
+
+    started = os.environ.get("LWROI_TEST_IMAGE_BUILD")
+    return ImageBuild(Path(started) if started else shared_root(config) / "image")
 
 
 def pytest_collection_finish(session) -> None:
@@ -37,16 +83,32 @@ def pytest_collection_finish(session) -> None:
     if session.config.option.collectonly or os.environ.get("LWROI_TEST_IMAGE") or not shutil.which("apptainer"):
         return  # the lwroi_image fixture says what is missing
     if any(item.get_closest_marker("container") for item in session.items):
-        from tests.cluster.image import start_image_build
-
-        session.config.stash[IMAGE_BUILD] = start_image_build()
+        image_build(session.config).start()
 
 
 def pytest_sessionfinish(session) -> None:
-    """A build no test waited for (the session stopped early) is stopped and removed."""
-    build = session.config.stash.get(IMAGE_BUILD, None)
-    if build is not None:
-        build.remove()
+    """A build no test waited for (the session stopped early) is stopped and removed, once all workers are done."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        image_build(session.config).remove()
+
+
+def shared_once(config: pytest.Config, name: str, build) -> Path:
+    """``build(path)`` once per test session, whatever the number of pytest-xdist workers; returns the path.
+
+    ``name`` is relative to the session's shared root. A marker written after the build says it
+    is complete, so a worker that failed halfway leaves nothing another would take for finished
+    (the next one starts afresh).
+    """
+    path = shared_root(config) / name
+    built = path.with_name(f"{path.name}.built")
+    with FileLock(path.with_name(f"{path.name}.lock")):
+        if not built.exists():
+            shutil.rmtree(path, ignore_errors=True)
+            build(path)
+            built.touch()
+    return path
+
+
 TINY_SYNTH = ("--subjects", "2", "--videos", "40", "--challenge", "4")
 """``lwroi synth`` options of the tiny dataset: what tests/tiny.yaml's data section says it holds."""
 
@@ -123,16 +185,32 @@ def rng() -> np.random.Generator:
 
 
 @pytest.fixture(scope="session")
-def tiny_workspace(tmp_path_factory) -> Path:
+def tiny_workspace(request) -> Path:
     """A folder with the tiny synthetic dataset at ``data/tiny`` (2 subjects, 40 + 4 videos) and a shared
-    ``feature_store``."""
-    root = tmp_path_factory.mktemp("tiny")
-    run_lwroi("synth", "data/tiny", *TINY_SYNTH, "--config", str(TINY_CONFIG), cwd=root)
-    return root
+    ``feature_store`` (one for the session, whatever the number of pytest-xdist workers)."""
+
+    def synth(root: Path) -> None:
+        root.mkdir(parents=True)
+        run_lwroi("synth", "data/tiny", *TINY_SYNTH, "--config", str(TINY_CONFIG), cwd=root)
+
+    return shared_once(request.config, "tiny", synth)
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tiny_workspace) -> Path:
+def tiny_run(request, tiny_workspace) -> Path:
     """The tiny config run as one plain process (no MPI): the reference every other launch must match."""
-    run_lwroi("run", str(TINY_CONFIG), "--mpi", "none", "--set", "run.output_dir=runs/plain", cwd=tiny_workspace)
-    return tiny_workspace / "runs" / "plain"
+
+    def run(out: Path) -> None:
+        run_lwroi("run", str(TINY_CONFIG), "--mpi", "none", "--set", f"run.output_dir={out}", cwd=tiny_workspace)
+
+    return shared_once(request.config, "tiny/runs/plain", run)
+
+
+@pytest.fixture(scope="session")
+def zoo_run(request, tiny_workspace) -> Path:
+    """The test zoo (tests/zoo.yaml) run as one plain process: the reference of every zoo launch."""
+
+    def run(out: Path) -> None:
+        run_lwroi("run", str(ZOO_CONFIG), "--mpi", "none", "--set", f"run.output_dir={out}", cwd=tiny_workspace)
+
+    return shared_once(request.config, "tiny/runs/zoo-plain", run)

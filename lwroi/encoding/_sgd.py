@@ -8,10 +8,13 @@ The model of Zhou, Du & He (2022, Machine Intelligence Research), for one ROI:
 A hyper-parameter grid times CV folds is G independent models over the same features. They train
 together: parameters carry a leading model axis (a: (G, L), W: (G, D, V), b: (G, V)), each step
 gathers a (G, batch, D) minibatch and uses ``bmm``, and gradients are written out by hand (no
-autograd graph: each step is a few passes over W). The update is torch's fused Adam kernel over
-per-model views of the stacked parameters, W's applied tile by tile while each tile's gradient is in
-cache: a model with no gradient this step (stopped early, or out of rows in a ragged epoch) is
-skipped, so its parameters and Adam state stay exactly as they were. Early-stopping bookkeeping
+autograd graph: each step is a few passes over W). The update is torch's fused Adam kernel (the one
+``torch.optim.Adam(fused=True)`` runs) over per-model views of the stacked parameters and of moments
+kept beside them, W's applied tile by tile while each tile's gradient is in cache: a model with no
+gradient this step (stopped early, or out of rows in a ragged epoch) is skipped, so its parameters
+and Adam state stay exactly as they were. The moments are kept here, not in a ``torch.optim.Adam``:
+the sweep calls the kernel itself, and an optimizer's first use imports ``torch._dynamo``, about
+1.2 s of start-up for every process that fits (measured with ``python -X importtime``). Early-stopping bookkeeping
 lives on the device; the host synchronises once per epoch, to learn which models stopped.
 
 Early stopping follows the original's ``EarlyStopping``: the first epoch is always the best so
@@ -37,6 +40,8 @@ _CHUNK_ELEMENTS = 1 << 25
 """Largest gathered (models x rows x features) block when scoring validation rows (128 MB float32)."""
 
 _PARAMS = ("a", "W", "b")
+_ADAM = {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0, "amsgrad": False, "maximize": False}
+"""Adam's settings besides the learning rate: the original's ``optim.Adam(params, lr=lr)``, torch's defaults."""
 
 _TILE_BYTES = 1 << 22
 """Size of the gradient tile of the CPU sweep (rows of one model's W x voxels, float32): 4 MB, so the
@@ -269,16 +274,20 @@ class _BatchedTrainer:
         t["history_train_loss"] = torch.empty((G, 0), **opts)
         self.t = t
         self.epoch = 0
-        self._make_optimizer()
+        self._start_sweeps({
+            "step": torch.zeros((G, len(_PARAMS)), dtype=torch.float32, device=self.device),
+            "exp_avg": {name: torch.zeros_like(t[name]) for name in _PARAMS},
+            "exp_avg_sq": {name: torch.zeros_like(t[name]) for name in _PARAMS},
+        })
 
-    def _make_optimizer(self) -> None:
-        """Adam over per-model views [a[g], W[g], b[g]] of the stacked parameters (fused kernels).
+    def _start_sweeps(self, adam: dict) -> None:
+        """Take Adam's moments and step counts (per model and parameter), and square W for the first step.
 
-        Also squares W into ``self.squares``, which the step sweeps keep current from then on.
+        The step sweeps keep ``self.squares`` current from then on. Fresh moments are zeros and
+        step counts 0, as ``Adam`` creates them on a first step.
         """
         torch.mul(self.t["W"], self.t["W"], out=self.squares)
-        self.param_views = [[self.t[name][g] for name in _PARAMS] for g in range(self.n_models)]
-        self.optimizer = torch.optim.Adam([p for views in self.param_views for p in views], lr=self.lr, fused=True)
+        self.adam = adam
 
     def _fingerprint(self) -> dict:
         """Collect the settings a saved state must share with this run to continue it."""
@@ -303,7 +312,7 @@ class _BatchedTrainer:
             "epoch": self.epoch,
             "fingerprint": self._fingerprint(),
             "tensors": {name: x.detach().to("cpu", copy=True) for name, x in self.t.items()},
-            "optimizer": _to_cpu(self.optimizer.state_dict()),
+            "adam": _to_cpu(self.adam),
             "generators": [gen.get_state() for gen in self.generators],
         }
 
@@ -314,8 +323,7 @@ class _BatchedTrainer:
             if saved.get(key) != value:
                 raise ValueError(f"cannot resume: saved state has {key}={saved.get(key)!r} but this run has {value!r}")
         self.t = {name: x.to(self.device) for name, x in state["tensors"].items()}
-        self._make_optimizer()
-        self.optimizer.load_state_dict(state["optimizer"])
+        self._start_sweeps(_to_device(state["adam"], self.device))
         self.generators = []
         for gen_state in state["generators"]:
             gen = torch.Generator()
@@ -360,9 +368,9 @@ class _BatchedTrainer:
         (penalty term, data term, its share of the layer-weight gradient) is made in a small
         buffer and handed at once to torch's fused Adam kernel, the one ``Adam(fused=True).step()``
         runs, so it is used while in cache instead of being written out whole and read back; the
-        updated tile is squared for the next step's RMS penalty while it is still in cache. W,
-        its moments and the step counts are those of ``self.optimizer`` (whose state a checkpoint
-        saves). The numbers are those of one ``optimizer.step()`` over whole tensors, bit for bit
+        updated tile is squared for the next step's RMS penalty while it is still in cache. The
+        moments and step counts are ``self.adam`` (which a checkpoint saves). The numbers are
+        those of one ``Adam(fused=True).step()`` over whole tensors, bit for bit
         (tests/encoding/test_sgd.py); tiles are never one row thin, where BLAS's matrix-vector
         kernel would sum in another order. Measured at Algonauts size on 2 cores: 10-15 % less
         time per model-epoch than whole-tensor passes (``python scripts/bench.py``).
@@ -385,9 +393,8 @@ class _BatchedTrainer:
         dpred = resid * (2.0 / (count * V)).view(G, 1, 1)
         penalty = (self.wc.view(G, 1) / (V * D) / rms.clamp_min(1e-30)).unsqueeze(1)
         models = np.flatnonzero(active).tolist()
-        states = {g: [self._adam_state(p) for p in self.param_views[g]] for g in models}
         if models:
-            torch._foreach_add_([state["step"] for per_model in states.values() for state in per_model], 1)
+            self.adam["step"][models] += 1
         # Terms of the layer-weight gradient, summed over the batch rows in one call after the sweep
         # (a sum per tile rounds differently).
         scaled = torch.zeros((G, B, D), dtype=self.dtype, device=self.device)
@@ -399,37 +406,22 @@ class _BatchedTrainer:
                 torch.mul(W_tile, penalty[g], out=grad)
                 grad.addmm_(Xs[g, :, part].T, dpred[g])
                 torch.mul(dpred[g] @ W_tile.T, Xb[g, :, part], out=scaled[g, :, part])
-                self._adam([W_tile], [grad], [states[g][1]], part)
+                self._adam("W", [g], [W_tile], [grad], part)
                 torch.mul(W_tile, W_tile, out=self.squares[g, part])
         grad_a_abs = scaled.sum(1) @ self.layer_onehot + (self.lay / L).unsqueeze(1)
         grad_a, grad_b = grad_a_abs * torch.sign(a), dpred.sum(1)
-        self._adam([a[g] for g in models], [grad_a[g] for g in models], [states[g][0] for g in models])
-        self._adam([t["b"][g] for g in models], [grad_b[g] for g in models], [states[g][2] for g in models])
+        self._adam("a", models, [a[g] for g in models], [grad_a[g] for g in models])
+        self._adam("b", models, [t["b"][g] for g in models], [grad_b[g] for g in models])
         return loss
 
-    def _adam_state(self, param: torch.Tensor) -> dict:
-        """The optimizer's state of one parameter view, created as ``Adam(fused=True)`` creates it."""
-        state = self.optimizer.state[param]
-        if not state:
-            state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
-            state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-        return state
-
-    def _adam(self, params: list[torch.Tensor], grads: list[torch.Tensor], states: list[dict],
+    def _adam(self, name: str, models: list[int], params: list[torch.Tensor], grads: list[torch.Tensor],
               part: slice = slice(None)) -> None:  # fmt: skip
-        """Update ``params`` (rows ``part`` of the parameters ``states`` belong to) with torch's fused Adam.
-
-        With the hyper-parameters of ``self.optimizer``'s one group, as its ``step()`` would.
-        """
-        if params:
-            group = self.optimizer.param_groups[0]
-            beta1, beta2 = group["betas"]
-            torch._fused_adam_(params, grads, [s["exp_avg"][part] for s in states],
-                               [s["exp_avg_sq"][part] for s in states], [], [s["step"] for s in states],
-                               amsgrad=group["amsgrad"], lr=group["lr"], beta1=beta1, beta2=beta2,
-                               weight_decay=group["weight_decay"], eps=group["eps"],
-                               maximize=group["maximize"])  # fmt: skip
+        """Update ``params`` (rows ``part`` of parameter ``name`` of ``models``) with torch's fused Adam kernel."""
+        if models:
+            k = _PARAMS.index(name)
+            torch._fused_adam_(params, grads, [self.adam["exp_avg"][name][g, part] for g in models],
+                               [self.adam["exp_avg_sq"][name][g, part] for g in models], [],
+                               [self.adam["step"][g, k] for g in models], lr=self.lr, **_ADAM)
 
     # ------------------------------------------------------------------ validation
     def _predict_rows(self, rows: torch.Tensor, a: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -501,15 +493,16 @@ class _BatchedTrainer:
         )
 
 
-def _to_cpu(obj):
-    """Copy a nested dict/list of tensors with every tensor moved to the CPU (for torch.save)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {key: _to_cpu(value) for key, value in obj.items()}
-    if isinstance(obj, list):
-        return [_to_cpu(value) for value in obj]
-    return obj
+def _to_cpu(obj: dict) -> dict:
+    """Copy a nested dict of tensors with every tensor moved to the CPU (for torch.save)."""
+    return {key: _to_cpu(value) if isinstance(value, dict) else value.detach().to("cpu", copy=True)
+            for key, value in obj.items()}
+
+
+def _to_device(obj: dict, device: torch.device) -> dict:
+    """A nested dict of tensors moved to ``device``."""
+    return {key: _to_device(value, device) if isinstance(value, dict) else value.to(device)
+            for key, value in obj.items()}
 
 
 def _check_inputs(

@@ -18,6 +18,10 @@ from lwroi._io import atomic_path, disk_full_error
 
 log = logging.getLogger("lwroi")
 
+FORMAT = 2
+"""Layout of a saved solver state; raised when it changes, so an older lwroi's checkpoint is never read as
+this one's (2: the sgd solver keeps Adam's moments itself, no longer a ``torch.optim.Adam`` state_dict)."""
+
 
 def save_checkpoint(path: str | Path, state: dict[str, Any], *, fingerprint: str) -> None:
     """Write ``state`` to ``path`` (temporary file, fsync, rename).
@@ -29,7 +33,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], *, fingerprint: str
     with atomic_path(path, nbytes) as tmp:
         try:
             with open(tmp, "wb") as fh:  # closed on failure, so unlinking it frees the space at once
-                torch.save({"fingerprint": fingerprint, "state": state}, fh)
+                torch.save({"fingerprint": fingerprint, "format": FORMAT, "state": state}, fh)
         except RuntimeError:
             tmp.unlink(missing_ok=True)
             if shutil.disk_usage(tmp.parent).free < nbytes:
@@ -60,5 +64,9 @@ def load_checkpoint(path: str | Path, *, fingerprint: str) -> dict[str, Any] | N
         return None
     if not isinstance(saved, dict) or saved.get("fingerprint") != fingerprint:
         log.warning("%s: ignoring checkpoint of another configuration", path)
+        return None
+    if saved.get("format") != FORMAT:
+        log.warning("%s: ignoring checkpoint of another lwroi version (format %s, this one reads %s): the fit "
+                    "starts over", path, saved.get("format", 1), FORMAT)
         return None
     return saved["state"]

@@ -1,11 +1,12 @@
 """The cluster path for real: the image built from containers/lwroi.def, the job chain submitted to Slurm.
 
-Each scenario submits the tiny config (tests/tiny.yaml, on all ten ROIs of its dataset so that a shard
-has work left to interrupt) with ``lwroi submit`` as an array of 2 tasks × 2 MPI ranks
-(``srun --mpi=pmi2 apptainer exec``) and checks the reduce job's summary against the plain-process
-reference run of the same settings. Needs a running Slurm and apptainer (``scripts/testcluster.sh up``,
-as root): without them these tests fail, they never skip. Every wait is bounded; jobs left behind are
-cancelled.
+Three chains, each submitted with ``lwroi submit`` as an array of 2 tasks × 2 MPI ranks (``srun
+--mpi=pmi2 apptainer exec``) and checked against the plain-process reference run of the same
+settings: the test zoo (tests/zoo.yaml) as it runs when nothing goes wrong, and the tiny config
+(tests/tiny.yaml, on all ten ROIs of its dataset so that a shard has work left to interrupt)
+with a task cancelled midway, and with a task signalled USR1 midway. Needs a running Slurm and
+apptainer (``scripts/testcluster.sh up``, as root): without them these tests fail, they
+never skip. Every wait is bounded; jobs left behind are cancelled.
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ import pandas as pd
 import pytest
 
 from lwroi.orchestration.slurm import TaskState, parse_task_states
-from tests.cluster.image import start_image_build
-from tests.conftest import IMAGE_BUILD, REPO, TINY_CONFIG, run_lwroi
+from tests.conftest import REPO, TINY_CONFIG, ZOO_CONFIG, image_build, run_lwroi
 from tests.orchestration.test_mpi import assert_tables_equal, done_events
 
 pytestmark = [pytest.mark.slurm, pytest.mark.container, pytest.mark.slow, pytest.mark.timeout(2400)]
 
-# Every ROI of the tiny dataset: 10 x (tune, select, 2 fits) = 40 units, 20 per array task.
+# Every ROI of the tiny dataset: 10 x (tune, select, 2 fits) = 40 units. Balanced by voxel count, the
+# whole-brain ROI's 4 units make one array task and the nine others (36 units) the second: the one a
+# signal can land in midway (its units take about 0.4 s each).
 ALL_ROIS = ("--set", "data.rois=[V1,V2,V3,V4,LOC,EBA,FFA,STS,PPA,WB]")
 CHAIN_SECONDS = 900
 ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL",
@@ -80,18 +82,20 @@ def _check_command(argv: list[str], what: str) -> None:
 def lwroi_image(request) -> Iterator[Path]:
     """The image built from containers/lwroi.def with CI's build arguments (tests/cluster/image.py).
 
-    The build started in the background when the session began (tests/conftest.py); a session that
-    did not start one builds here. ``LWROI_TEST_IMAGE=PATH`` uses a prebuilt image instead
-    (developers iterating on these tests; CI always builds). A failed build fails the tests.
+    The build started in the background when the session began (tests/conftest.py), in whichever
+    pytest-xdist worker collected first; a session that did not start one starts it here.
+    ``LWROI_TEST_IMAGE=PATH`` uses a prebuilt image instead (developers iterating on these tests;
+    CI always builds). A failed build fails the tests.
     """
     _check_command(["apptainer", "--version"], "apptainer")
     if os.environ.get("LWROI_TEST_IMAGE"):
         yield Path(os.environ["LWROI_TEST_IMAGE"])
         return
-    build = request.config.stash.get(IMAGE_BUILD, None) or start_image_build()
+    build = image_build(request.config)
+    build.start()
     try:
         image = build.wait()
-        print(f"built {image} in {time.monotonic() - build.started:.0f}s (in the background)")
+        print(f"built {image} in {time.time() - build.started:.0f}s (in the background)")
         yield image
     finally:
         build.remove()
@@ -196,14 +200,22 @@ def journal_events(run: Path) -> Counter:
                    for line in p.read_text().splitlines())
 
 
-def test_submitted_chain_reduces_to_the_plain_process_summary(jobs, all_rois_run):
-    out = "runs/slurm-chain"
-    run = jobs.workspace / out
-    ids = jobs.submit(out)
-    assert "extract" in ids  # a new run directory: the extract job comes first (and reuses the feature store)
+def test_a_zoo_runs_as_one_chain_and_reduces_to_the_plain_process_tables(jobs, zoo_run):
+    """tests/zoo.yaml (four models, three families): extract array, extract job, fit array, reduce.
 
+    The chain as it runs when nothing goes wrong: each array task runs its own shard with 2 real
+    MPI ranks inside the container, bound to the CPUs Slurm gave it, and the reduce job's tables
+    are the plain process's.
+    """
+    out = "runs/slurm-zoo"
+    run = jobs.workspace / out
+    ids = jobs.submit(out, config=ZOO_CONFIG)
+    assert {"extract_array", "extract", "array", "reduce"} <= set(ids)  # a new run directory: extraction first
     assert jobs.wait_ended(ids["reduce"]) == ("COMPLETED", "0:0"), reduce_log(run, ids["reduce"])
-    assert_tables_equal(run, all_rois_run)
+    assert all(t.state == "COMPLETED" for t in jobs.tasks(ids["extract_array"]).values())
+    for name in ("summary.csv", "comparison.csv", "hierarchy.csv", "model_pairs.csv", "results.csv"):
+        got, want = pd.read_csv(run / name), pd.read_csv(zoo_run / name)
+        pd.testing.assert_frame_equal(got, want, check_exact=False, atol=1e-6, rtol=0, obj=name)
     tasks = jobs.tasks(ids["array"])
     assert sorted(tasks) == ["0", "1"]
     assert all(t.state == "COMPLETED" for t in tasks.values()), tasks
@@ -219,22 +231,6 @@ def test_submitted_chain_reduces_to_the_plain_process_summary(jobs, all_rois_run
             assert int(n) == int(bound) == 1 < int(node), threads
     assert max(done_events(run).values()) == 1
     assert "2 of 2 array task(s) COMPLETED" in reduce_log(run, ids["reduce"])
-
-
-def test_a_zoo_runs_as_one_chain_and_reduces_to_the_plain_process_comparison(jobs, tiny_workspace):
-    """tests/zoo.yaml (four models, three families): extract array, extract job, fit array, reduce."""
-    zoo = REPO / "tests" / "zoo.yaml"
-    plain = tiny_workspace / "runs" / "zoo-plain-for-slurm"
-    run_lwroi("run", str(zoo), "--mpi", "none", "--set", f"run.output_dir={plain}", cwd=tiny_workspace)
-    out = "runs/slurm-zoo"
-    ids = jobs.submit(out, config=zoo)
-    assert {"extract_array", "extract", "array", "reduce"} <= set(ids)
-    assert jobs.wait_ended(ids["reduce"]) == ("COMPLETED", "0:0"), reduce_log(jobs.workspace / out, ids["reduce"])
-    assert all(t.state == "COMPLETED" for t in jobs.tasks(ids["extract_array"]).values())
-    for name in ("comparison.csv", "hierarchy.csv", "model_pairs.csv", "results.csv"):
-        got, want = pd.read_csv(jobs.workspace / out / name), pd.read_csv(plain / name)
-        pd.testing.assert_frame_equal(got, want, check_exact=False, atol=1e-6, rtol=0, obj=name)
-    assert max(done_events(jobs.workspace / out).values()) == 1
 
 
 def test_cancelled_task_resubmitted_resumes_and_recomputes_nothing_finished(jobs, all_rois_run):

@@ -219,9 +219,9 @@ def test_stopped_model_is_frozen_while_others_train(problem):
     snapshots = []
 
     def model_tensors(state, g):
-        adam = state["optimizer"]["state"]  # params are ordered [a[0], W[0], b[0], a[1], ...]
-        return [state["tensors"][name][g] for name in ("a", "W", "b")] + [
-            adam[3 * g + i][key] for i in range(3) for key in ("exp_avg", "exp_avg_sq", "step")
+        adam = state["adam"]
+        return [state["tensors"][name][g] for name in ("a", "W", "b")] + [adam["step"][g]] + [
+            adam[key][name][g] for name in ("a", "W", "b") for key in ("exp_avg", "exp_avg_sq")
         ]
 
     result = solve(problem, on_epoch=lambda epoch, get_state: snapshots.append(get_state()))

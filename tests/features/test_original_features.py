@@ -164,7 +164,10 @@ def compat_store(tmp_path_factory):
     sizes = ("--subjects", "1", "--videos", str(N_VIDEOS), "--challenge", "2")
     run_lwroi("synth", "data", "--config", str(config), *sizes, cwd=root)
     compat = ("--set", "compat=true", "--set", "features.batch_size=1")  # batch size 1: see the module docstring
-    run_lwroi("extract", str(config), *compat, "--mpi", "none", cwd=root)
+    # the forward's float32 sums round by the thread count (1e-4 after the scaler between 1 and 2
+    # threads): lwroi's extraction uses as many threads as the oracle below, in this process
+    threads = ("--set", f"run.threads={torch.get_num_threads()}")
+    run_lwroi("extract", str(config), *compat, *threads, "--mpi", "none", cwd=root)
     (store_dir,) = (root / "feature_store").glob("alexnet-*/srp-*")
     videos = sorted((root / "data" / "AlgonautsVideos268_All_30fpsmax").glob("*.mp4"))
     return open_feature_store(store_dir), videos

@@ -14,19 +14,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import interrupt_when, journal_events, lwroi_command, mpiexec, run_lwroi
+from tests.conftest import ZOO_CONFIG, interrupt_when, journal_events, lwroi_command, mpiexec, run_lwroi
 
 pytestmark = [pytest.mark.mpi, pytest.mark.slow]
 
-ZOO_CONFIG = Path(__file__).parents[1] / "zoo.yaml"
 TABLES = ("comparison.csv", "hierarchy.csv", "model_pairs.csv", "summary.csv", "results.csv")
-
-
-@pytest.fixture(scope="module")
-def zoo_run(tiny_workspace) -> Path:
-    """The zoo as one plain process: the reference."""
-    run_lwroi("run", str(ZOO_CONFIG), "--mpi", "none", "--set", "run.output_dir=runs/zoo-plain", cwd=tiny_workspace)
-    return tiny_workspace / "runs" / "zoo-plain"
 
 
 def assert_same_tables(run: Path, reference: Path) -> None:
