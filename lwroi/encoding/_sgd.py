@@ -312,7 +312,7 @@ class _BatchedTrainer:
             "epoch": self.epoch,
             "fingerprint": self._fingerprint(),
             "tensors": {name: x.detach().to("cpu", copy=True) for name, x in self.t.items()},
-            "adam": _to_cpu(self.adam),
+            "adam": _to_device(self.adam, torch.device("cpu"), copy=True),
             "generators": [gen.get_state() for gen in self.generators],
         }
 
@@ -406,22 +406,22 @@ class _BatchedTrainer:
                 torch.mul(W_tile, penalty[g], out=grad)
                 grad.addmm_(Xs[g, :, part].T, dpred[g])
                 torch.mul(dpred[g] @ W_tile.T, Xb[g, :, part], out=scaled[g, :, part])
-                self._adam("W", [g], [W_tile], [grad], part)
+                self._adam("W", [g], [grad], part)
                 torch.mul(W_tile, W_tile, out=self.squares[g, part])
         grad_a_abs = scaled.sum(1) @ self.layer_onehot + (self.lay / L).unsqueeze(1)
         grad_a, grad_b = grad_a_abs * torch.sign(a), dpred.sum(1)
-        self._adam("a", models, [a[g] for g in models], [grad_a[g] for g in models])
-        self._adam("b", models, [t["b"][g] for g in models], [grad_b[g] for g in models])
+        self._adam("a", models, [grad_a[g] for g in models])
+        self._adam("b", models, [grad_b[g] for g in models])
         return loss
 
-    def _adam(self, name: str, models: list[int], params: list[torch.Tensor], grads: list[torch.Tensor],
-              part: slice = slice(None)) -> None:  # fmt: skip
-        """Update ``params`` (rows ``part`` of parameter ``name`` of ``models``) with torch's fused Adam kernel."""
+    def _adam(self, name: str, models: list[int], grads: list[torch.Tensor], part: slice = slice(None)) -> None:
+        """Update rows ``part`` of parameter ``name`` of ``models`` from ``grads`` with torch's fused Adam kernel."""
         if models:
             k = _PARAMS.index(name)
-            torch._fused_adam_(params, grads, [self.adam["exp_avg"][name][g, part] for g in models],
-                               [self.adam["exp_avg_sq"][name][g, part] for g in models], [],
-                               [self.adam["step"][g, k] for g in models], lr=self.lr, **_ADAM)
+            rows = lambda tensor: [tensor[g, part] for g in models]  # noqa: E731 - local view helper
+            torch._fused_adam_(rows(self.t[name]), grads, rows(self.adam["exp_avg"][name]),
+                               rows(self.adam["exp_avg_sq"][name]), [], [self.adam["step"][g, k] for g in models],
+                               lr=self.lr, **_ADAM)
 
     # ------------------------------------------------------------------ validation
     def _predict_rows(self, rows: torch.Tensor, a: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -493,15 +493,9 @@ class _BatchedTrainer:
         )
 
 
-def _to_cpu(obj: dict) -> dict:
-    """Copy a nested dict of tensors with every tensor moved to the CPU (for torch.save)."""
-    return {key: _to_cpu(value) if isinstance(value, dict) else value.detach().to("cpu", copy=True)
-            for key, value in obj.items()}
-
-
-def _to_device(obj: dict, device: torch.device) -> dict:
-    """A nested dict of tensors moved to ``device``."""
-    return {key: _to_device(value, device) if isinstance(value, dict) else value.to(device)
+def _to_device(obj: dict, device: torch.device, copy: bool = False) -> dict:
+    """A nested dict of tensors moved to ``device`` (``copy``: always new tensors, as a saved state needs)."""
+    return {key: _to_device(value, device, copy) if isinstance(value, dict) else value.to(device, copy=copy)
             for key, value in obj.items()}
 
 
