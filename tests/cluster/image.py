@@ -81,8 +81,9 @@ class ImageBuild:
             if not (self.work / "pid").exists():
                 raise AssertionError(f"no image build was started in {self.work}")
             if time.time() - self.started > BUILD_SECONDS:
+                tail = self.log.read_text()[-6000:]
                 self.remove()
-                raise AssertionError(f"apptainer build ran past {BUILD_SECONDS}s")
+                raise AssertionError(f"apptainer build ran past {BUILD_SECONDS}s; end of {self.log}:\n{tail}")
             time.sleep(1)
         code = int(status.read_text())
         if code != 0:
