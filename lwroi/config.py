@@ -90,7 +90,7 @@ class ModelEntry:
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 """A model name is one path segment of unit keys and file names."""
 
-NOT_PER_MODEL = ("models", "store_dir")
+NOT_PER_MODEL = ("models", "store_dir", "frame_cache")
 """Feature keys a zoo's model cannot set for itself."""
 
 
@@ -139,6 +139,9 @@ class FeatureConfig:
     """Seeds random weight initialisation and the random projection."""
     store_dir: str = "feature_store"
     """Feature store root; one sub-folder per (videos, feature settings) fingerprint, reused across runs."""
+    frame_cache: bool = True
+    """Keep decoded frames in ``store_dir/frames`` so every model (and run) with this frame sampling decodes
+    each clip once; costs frames x height x width x 3 bytes a clip on disk."""
     models: tuple[ModelEntry, ...] = ()
     """A zoo: several models in one run, each a mapping with a ``name`` and any feature keys of its own
     (``model``, ``layers``, ``weights``, ``image_size``, ...); the keys it leaves out come from this
@@ -435,9 +438,11 @@ SOLVER_SECTIONS: dict[str, type[SolverOptions]] = {
 }
 """The ``encoding`` sub-sections of solver options, by solver name: ``{"sgd": SGDOptions, "kernel": KernelOptions}``."""
 
-NOT_RESULT_SETTINGS = (("data", "subjects"), ("data", "rois"), ("data", "n_videos"), ("features", "store_dir"))
+NOT_RESULT_SETTINGS = (("data", "subjects"), ("data", "rois"), ("data", "n_videos"), ("features", "store_dir"),
+                       ("features", "frame_cache"))
 """Settings that decide no unit's result: each unit's key names its subject and ROI (so a run may add
-or drop some), ``n_videos`` is a check, and ``store_dir`` only says where shared features live."""
+or drop some), ``n_videos`` is a check, ``store_dir`` only says where shared features live and
+``frame_cache`` whether decoded frames are kept."""
 
 
 def result_settings(settings: dict[str, Any]) -> dict[str, Any]:

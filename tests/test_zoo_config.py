@@ -51,6 +51,7 @@ def test_adding_a_model_keeps_the_others_fingerprints_and_changing_one_changes_o
     ([{"name": "a/b", "model": "resnet18"}], "features.models[0].name = 'a/b'"),
     ([{"model": "resnet18", "image_size": 8}], "features.models[0].image_size = 8: must be >= 32"),
     ([{"model": "resnet18", "store_dir": "x"}], "unknown key 'features.models[0].store_dir'"),
+    ([{"model": "resnet18", "frame_cache": False}], "unknown key 'features.models[0].frame_cache'"),
     ("resnet18", "expected a list of models"),
 ])
 def test_bad_entries_are_refused_naming_the_entry(models, message):

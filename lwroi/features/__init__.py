@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 _WHERE = {
     "LayerFeatureExtractor": "extract", "build_extractor": "extract", "extract_video_features": "extract",
-    "model_problems": "extract",
+    "model_problems": "extract", "FrameCache": "frame_cache",
     "FAMILIES": "families", "model_family": "families", "model_spec": "families",
     "ALEXNET_LAYERS": "layers", "resolve_layers": "layers",
     "LayerReducer": "reduce", "fit_layer_reducer": "reduce", "reduce_features": "reduce",
@@ -26,6 +26,7 @@ _WHERE = {
 if TYPE_CHECKING:
     from lwroi.features.extract import LayerFeatureExtractor, build_extractor, extract_video_features, model_problems
     from lwroi.features.families import FAMILIES, model_family, model_spec
+    from lwroi.features.frame_cache import FrameCache
     from lwroi.features.layers import ALEXNET_LAYERS, resolve_layers
     from lwroi.features.reduce import LayerReducer, fit_layer_reducer, reduce_features
     from lwroi.features.store import (
@@ -60,6 +61,7 @@ __all__ = [
     "FAMILIES",
     "FeaturePaths",
     "FeatureStore",
+    "FrameCache",
     "LayerFeatureExtractor",
     "LayerReducer",
     "build_extractor",

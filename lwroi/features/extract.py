@@ -27,6 +27,7 @@ from torchvision.transforms import functional as TF
 from lwroi.config import FeatureConfig
 from lwroi.exceptions import ConfigError, DataLayoutError, RandomWeightsWarning
 from lwroi.features.families import IMAGENET_MEAN, IMAGENET_STD, Feed, input_problems, model_spec
+from lwroi.features.frame_cache import FrameCache
 from lwroi.features.layers import layer_problems, resolve_layers
 from lwroi.features.video import read_video_frames
 from lwroi.features.weights import load_model, weights_problems
@@ -314,6 +315,7 @@ def extract_video_features(
     batch_size: int,
     progress: Callable[[int, int], None] | None = None,
     prefetch: int = 4,
+    frame_cache: FrameCache | None = None,
 ) -> dict[str, np.ndarray]:
     """Each layer's activations per clip: image models the mean over its sampled frames, video models its one clip.
 
@@ -337,6 +339,9 @@ def extract_video_features(
     prefetch : int, default=4
         Clips decoded ahead in background threads (0: decode in the calling thread). It
         changes speed only, never the numbers.
+    frame_cache : FrameCache, optional
+        Where decoded frames are kept: clips found there are read back instead of decoded, the
+        others decoded and added (the same frames either way).
 
     Returns
     -------
@@ -363,8 +368,10 @@ def extract_video_features(
     if not n_videos:
         return {name: np.empty((0, dim), dtype=np.float32) for name, dim in extractor.dims.items()}
 
+    read = read_video_frames if frame_cache is None else frame_cache.read
+
     def decode(path: Path) -> np.ndarray:
-        return extractor.prepare(read_video_frames(path, sampling=sampling, count=count, stride=stride))
+        return extractor.prepare(read(path, sampling=sampling, count=count, stride=stride))
 
     out: dict[str, np.ndarray] = {}
     sums: dict[int, dict[str, torch.Tensor]] = {}

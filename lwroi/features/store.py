@@ -33,6 +33,7 @@ _SAFE_SPLIT = re.compile(r"[A-Za-z0-9_-]+")
 NOT_HASHED: dict[str, str] = {
     "store_dir": "where the stores live, not what they hold",
     "batch_size": "frames per forward pass: speed, not the features",
+    "frame_cache": "whether decoded frames are kept on disk: speed, not the features",
     "models": "a zoo's entries: each model's store is named by its own settings (Config.for_model), which hold none",
 }
 """The feature settings that no store folder's name holds, and why; every other one does."""

@@ -7,6 +7,7 @@ every clip weighs the same whatever its fps).
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import av
@@ -51,10 +52,14 @@ def sample_frame_indices(n_frames: int, *, sampling: str, count: int, stride: in
     raise ValueError(f"sampling = {sampling!r}: must be one of {', '.join(SAMPLINGS)}")
 
 
-def read_video_frames(path: str | Path, *, sampling: str, count: int, stride: int) -> np.ndarray:
+def read_video_frames(
+    path: str | Path, *, sampling: str, count: int, stride: int, data: bytes | None = None
+) -> np.ndarray:
     """Decode a clip and return its sampled frames as RGB.
 
     All frames are decoded (clips are short) and only the sampled ones are converted to RGB.
+    ``data``: the file's bytes, when the caller has read them already (they are decoded, and
+    ``path`` only names the clip in errors).
 
     Returns
     -------
@@ -68,7 +73,7 @@ def read_video_frames(path: str | Path, *, sampling: str, count: int, stride: in
     """
     path = Path(path)
     try:
-        with av.open(str(path)) as container:
+        with av.open(str(path) if data is None else io.BytesIO(data)) as container:
             if not container.streams.video:
                 raise DataLayoutError(f"{path}: no video stream in the file")
             decoded = list(container.decode(container.streams.video[0]))

@@ -134,10 +134,18 @@ class UnitRunner:
         feats = extract_video_features(
             [self.videos[i] for i in indices], extractor, sampling=f.frame_sampling, count=f.frame_count,
             stride=f.frame_stride, batch_size=f.batch_size,
-            progress=self._extract_progress(unit),
+            progress=self._extract_progress(unit), frame_cache=self.frame_cache,
         )
         save_raw_shard(folder, feats, indices, meta={"weights": weights, "spatial": extractor.spatial})
         return folder
+
+    @cached_property
+    def frame_cache(self) -> Any:
+        """The run's decoded-frame cache (``store_dir/frames``, shared by every model), or None if disabled."""
+        from lwroi.features import FrameCache
+
+        f = self.cfg.features
+        return FrameCache(Path(f.store_dir) / "frames") if f.frame_cache else None
 
     def _extract_progress(self, unit: Unit) -> Any:
         """Progress hook: heartbeat for ``lwroi status`` and a log line every tenth of the shard."""
@@ -221,8 +229,15 @@ def _extract(run: UnitRunner, unit: Unit) -> None:
     if reused is not None:  # its record vouches for the store, so a store gone bad gets the shard extracted
         run.store.write_ok(unit.key, {"reused_store": str(view.paths.store)}, files=reused.file_paths())
         return
+    cache = run.frame_cache
+    counts = (cache.decoded, cache.hits) if cache else (0, 0)
     folder = run._raw_shard(unit.shard, unit)
-    run.store.write_ok(unit.key, {"n_videos": len(run._shard_videos(unit.shard)), "raw_shard": str(folder)})
+    record = {"n_videos": len(run._shard_videos(unit.shard)), "raw_shard": str(folder)}
+    if cache:
+        record.update(clips_decoded=cache.decoded - counts[0], clips_from_frame_cache=cache.hits - counts[1])
+        log.info("%s: %d clip(s) decoded, %d read from the frame cache %s", unit.key, record["clips_decoded"],
+                 record["clips_from_frame_cache"], cache.root)
+    run.store.write_ok(unit.key, record)
 
 
 def _features(run: UnitRunner, unit: Unit) -> None:

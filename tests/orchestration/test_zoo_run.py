@@ -44,6 +44,22 @@ def test_a_zoo_compares_every_model_per_roi(zoo_run):
         "weight_early", "weight_late", "weight_encoder.ln"}
 
 
+def test_each_clip_is_decoded_once_for_the_whole_zoo(tiny_workspace, zoo_run):
+    """The four models sample 4 frames a clip alike: the first to reach a clip decodes it, the others read it back.
+
+    The session's tiny run (same clips, same sampling) may have filled the cache first; either way
+    no clip is decoded twice, and every model that extracted read the clips it did not decode.
+    """
+    records = [json.loads(p.read_text()) for p in (zoo_run / "units" / "extract").rglob("*.json")]
+    extracted = [r["payload"] for r in records if "raw_shard" in r["payload"]]
+    assert len({p["raw_shard"].split("/")[-3] for p in extracted}) >= 3  # r18, vit and r3d are the zoo's own
+    decoded = sum(p["clips_decoded"] for p in extracted)
+    assert all(p["clips_decoded"] + p["clips_from_frame_cache"] == p["n_videos"] for p in extracted)
+    assert decoded <= 44 < sum(p["n_videos"] for p in extracted)
+    (folder,) = (tiny_workspace / "feature_store" / "frames").glob("count4-*")
+    assert len(list(folder.glob("*.npz"))) == 44
+
+
 def test_two_ranks_give_the_plain_process_comparison(tiny_workspace, zoo_run):
     run_lwroi("run", str(ZOO_CONFIG), "--set", "run.output_dir=runs/zoo-mpi2", cwd=tiny_workspace, mpi_ranks=2)
     assert_same_tables(tiny_workspace / "runs" / "zoo-mpi2", zoo_run)

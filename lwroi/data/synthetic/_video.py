@@ -33,12 +33,14 @@ def _video_encoder() -> tuple[str, dict[str, str]]:
     raise RuntimeError(f"PyAV's ffmpeg has none of the encoders {[name for name, _ in _ENCODERS]}")
 
 
-def write_video(path: Path, frames: np.ndarray, fps: int) -> None:
+def write_video(path: Path, frames: np.ndarray, fps: int, *, crf: int | None = None) -> None:
     """Write RGB frames to an mp4 file (H.264 near-lossless, yuv420p like the real videos).
 
     The same frames always give the same bytes (single-threaded colour conversion and
     encoding at a constant quantiser), and the file is written beside ``path`` and renamed,
-    so a crash never leaves a truncated video.
+    so a crash never leaves a truncated video. ``crf``: x264's constant rate factor instead
+    (web-typical files like the Algonauts clips, ten times smaller; their bytes may vary
+    between runs).
 
     Parameters
     ----------
@@ -57,7 +59,7 @@ def write_video(path: Path, frames: np.ndarray, fps: int) -> None:
     n_frames, height, width, _ = frames.shape
     if n_frames == 0 or height % 2 or width % 2:
         raise ValueError(f"frames of shape {frames.shape}: need at least one frame and even height and width")
-    codec, options = _video_encoder()
+    codec, options = ("libx264", {"crf": str(crf)}) if crf is not None else _video_encoder()
     with atomic_path(path) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
