@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from lwroi.config import KernelOptions
-from lwroi.encoding._arrays import check_solver_arrays
+from lwroi.encoding._arrays import check_solver_arrays, content_digest
 from lwroi.encoding.metrics import pearson_r_columns_torch
 from lwroi.encoding.result import SeedLike, SolverResult
 
@@ -105,6 +105,7 @@ def solve_kernel(
     state: dict | None = None,
     on_epoch: Callable[[int, Callable[[], dict]], None] | None = None,
     workspace: dict | None = None,
+    x_key: str | None = None,
 ) -> SolverResult:
     """Fit G layer-weighted models in dual form, layer weights and ridge strengths chosen by GCV.
 
@@ -164,6 +165,9 @@ def solve_kernel(
     workspace : dict, optional
         Kept by the caller between solves: the solve keeps its :class:`KernelCache` there (under
         ``"kernel"``) and finds it again. None: a cache for this call alone.
+    x_key : str, optional
+        A digest of X's content the caller has already (the encoder's, of its layer blocks and
+        scaling), under which the Gram matrices are cached; None: X is hashed here.
 
     Returns
     -------
@@ -180,7 +184,7 @@ def solve_kernel(
     alphas_t = torch.tensor(opts.alphas, dtype=torch.float64, device=X.device)
     n_layers = int(layer_of_feature.max()) + 1
     cache = KernelCache() if workspace is None else workspace.setdefault("kernel", KernelCache())
-    gram_key = _content_key(X, layer_of_feature)
+    gram_key = (x_key or _content_key(X, layer_of_feature), str(X.device))
     grams = cache.get("grams", gram_key, lambda: _layer_grams(X, layer_of_feature, n_layers))
     budget = int(opts.memory_budget_mb * 2**20)
     design = _design(n_layers, opts.search_steps)
@@ -256,6 +260,7 @@ class _Problem:
         self.key = key
         self.train = torch.from_numpy(train).to(self.device)
         self.n = n = len(train)
+        self.every_row = n == grams.shape[2] and np.array_equal(train, np.arange(n))
         self.alphas = alphas
         self.grams = grams
         self.centred, self.traces = cache.get("centred", key, lambda: _centred_grams(grams, self.train))
@@ -383,7 +388,8 @@ class _Problem:
             alpha_term += (alpha / mean_eig * (c_rss * d_rss + c_dof * d_dof)).sum()
         inner.diagonal().add_(diagonal)
         outer = eigvecs @ inner @ eigvecs.T
-        grad_gamma = (self.centred * outer).sum((1, 2)) + alpha_term * self.traces / (n - 1)
+        products = self.centred.reshape(len(gamma), -1) @ outer.reshape(-1)  # <K_l, outer>: no L x n x n temporary
+        grad_gamma = products + alpha_term * self.traces / (n - 1)
         return gamma * (grad_gamma - (gamma * grad_gamma).sum())
 
     def _refit(self, gamma: torch.Tensor, primal: bool) -> dict:
@@ -406,7 +412,8 @@ class _Problem:
             shrink = 1.0 / (eigvals[:, None] + table[0][index][None, :])
             dual[self.train, part] = eigvecs @ (z * shrink)
         # sum_l gamma_l K_l[:, T] over all rows of X: the intercept and the validation predictions need it
-        cross = torch.tensordot(gamma, self.grams.index_select(2, self.train), dims=1)
+        grams = self.grams if self.every_row else self.grams.index_select(2, self.train)  # no copy of all L Grams
+        cross = torch.tensordot(gamma, grams, dims=1)
         mean_row = cross.index_select(0, self.train).mean(0)
         intercept = self.y_mean - mean_row @ dual.index_select(0, self.train)
         out = {"dual": dual, "intercept": intercept, "cross": cross, "coef": None}
@@ -459,14 +466,9 @@ def _design(n_layers: int, steps: int) -> np.ndarray:
     return np.asarray(rows)
 
 
-def _content_key(X: torch.Tensor, layer_of_feature: torch.Tensor) -> tuple:
+def _content_key(X: torch.Tensor, layer_of_feature: torch.Tensor) -> str:
     """Identify a feature matrix by its bytes (so reloading the same store finds the cached Grams)."""
-    digest = hashlib.sha1()
-    for tensor in (X, layer_of_feature):
-        host = tensor.detach().contiguous().cpu().numpy()
-        digest.update(str((host.shape, host.dtype)).encode())
-        digest.update(memoryview(host).cast("B"))
-    return (digest.hexdigest(), str(X.device))
+    return content_digest([t.detach().cpu().numpy() for t in (X, layer_of_feature)])
 
 
 def _layer_grams(X: torch.Tensor, layer_of_feature: torch.Tensor, n_layers: int) -> torch.Tensor:

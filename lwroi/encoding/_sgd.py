@@ -66,6 +66,7 @@ def solve_sgd(
     state: dict | None = None,
     on_epoch: Callable[[int, Callable[[], dict]], None] | None = None,
     workspace: dict | None = None,
+    x_key: str | None = None,
 ) -> SolverResult:
     """Train G layer-weighted models with Adam and early stopping, all in one batched loop.
 
@@ -117,7 +118,7 @@ def solve_sgd(
         ``on_epoch(epochs_done, get_state)`` after every epoch. ``get_state()`` returns a dict of
         CPU tensors, ints and lists, loadable with ``torch.load(weights_only=True)``. Exceptions
         propagate (a caller may save the state and raise to stop).
-    workspace : dict, optional
+    workspace : dict, optional; x_key : str, optional
         Ignored: nothing is worth keeping between solves.
 
     Returns

@@ -4,14 +4,15 @@ A solver is one function, one options class and one entry here. The function fit
 the same rows of one feature matrix::
 
     solve(X, layer_of_feature, Y, *, train_idx, val_idx, wc, lay, options, pcc, primal, seed,
-          state, on_epoch, workspace) -> SolverResult
+          state, on_epoch, workspace, x_key) -> SolverResult
 
 and returns their effective coefficients on X (layer weights folded in). ``options`` is an
 instance of the solver's own frozen dataclass (a ``lwroi.config.SolverOptions``), which holds
 every setting only that solver reads, with its defaults and checks; the other arguments are the
 same for every solver (a solver that has no use for one, as the kernel solver for wc and lay,
 ignores it; ``workspace`` is a dict the caller keeps between solves, where a solver may keep work to
-reuse under its own name). Callers build the options with :func:`make_options`, which refuses an option the
+reuse under its own name, and ``x_key``, when given, a digest of X's content to key that work by,
+so X need not be hashed again). Callers build the options with :func:`make_options`, which refuses an option the
 solver does not have, naming it and the solver.
 """
 

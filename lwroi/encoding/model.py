@@ -6,7 +6,6 @@ solver from ``SOLVERS`` (arrays and a device in, arrays out); it holds no numeri
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from collections.abc import Callable, Sequence
 from numbers import Integral, Real
@@ -20,6 +19,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from lwroi.config import Contributions, LayerScaling, SolverOptions
 from lwroi.data.splits import inner_validation_split
+from lwroi.encoding._arrays import content_digest
 from lwroi.encoding._solvers import get_solver, make_options
 from lwroi.encoding.devices import resolve_device
 from lwroi.encoding.metrics import PCC_KINDS, pearson_r_columns
@@ -59,6 +59,26 @@ def stack_layer_features(
         X[:, start:stop] = block
     X *= feature_scale
     return X, layer_of_feature, feature_scale
+
+
+def _stacked(
+    X: Sequence[np.ndarray], layer_scaling: str, workspace: dict | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, str | None]:
+    """:func:`stack_layer_features`, and its digest, kept in ``workspace`` for the next fit on the same blocks.
+
+    A rank fits every subject and ROI of a model on one feature store: the blocks' digest (one
+    pass) then spares the scaling (a variance pass over every block), the copy into one matrix,
+    and the solver's own hash of that matrix, about a fifth of a kernel fit. The matrix is
+    shared, never written, by the fits that get it. Without a workspace, nothing is kept or hashed.
+    """
+    if workspace is None:
+        return (*stack_layer_features(X, layer_scaling), None)
+    key = f"{content_digest(X)}-{layer_scaling}"
+    kept = workspace.setdefault("stacked", {})
+    if key not in kept:
+        kept.clear()  # one feature matrix at a time: it is the size of the store's training rows
+        kept[key] = stack_layer_features(X, layer_scaling)
+    return (*kept[key], key)
 
 
 def _block_norm(block: np.ndarray) -> float:
@@ -210,8 +230,9 @@ class LayerWeightedEncoder(RegressorMixin, BaseEstimator):
         state, on_epoch :
             Resume support, passed to the solver (see ``lwroi.encoding.solve_sgd``).
         workspace : dict, optional
-            Kept by the caller between fits on the same features, passed to the solver, which
-            may keep work to reuse there (the kernel solver: Gram matrices and decompositions).
+            Kept by the caller between fits on the same features: the encoder keeps the stacked,
+            scaled features there (under ``"stacked"``), and the solver work to reuse (the
+            kernel solver: Gram matrices and decompositions).
         """
         self._validate_params()
         entry = get_solver(self.solver)
@@ -244,7 +265,7 @@ class LayerWeightedEncoder(RegressorMixin, BaseEstimator):
         else:
             train, val = np.arange(n), np.arange(0)
 
-        features, layer_of_feature, feature_scale = stack_layer_features(X, self.layer_scaling)
+        features, layer_of_feature, feature_scale, x_key = _stacked(X, self.layer_scaling, workspace)
         device = resolve_device(self.device)
         result = entry.solve(
             torch.from_numpy(features).to(device),
@@ -261,6 +282,7 @@ class LayerWeightedEncoder(RegressorMixin, BaseEstimator):
             state=state,
             on_epoch=on_epoch,
             workspace=workspace,
+            x_key=x_key,
         )
         self.solver_ = self.solver
         self.solver_options_ = options
@@ -272,7 +294,7 @@ class LayerWeightedEncoder(RegressorMixin, BaseEstimator):
         else:  # keep the training rows: predictions go through their Gram matrices, never a D x V matrix
             rows = features if len(train) == len(features) else features[train]
             self._dual, self._coef = (rows, result.dual_coef[0][train]), None
-            self._parts_cache: dict[bytes, list[np.ndarray]] = {}
+            self._parts_cache: dict[str, list[np.ndarray]] = {}
         self.intercept_ = result.intercept[0]
         self.n_epochs_ = int(result.n_steps[0])
         self.best_epoch_ = int(result.best_step[0])
@@ -392,10 +414,7 @@ class LayerWeightedEncoder(RegressorMixin, BaseEstimator):
         spans = list(itertools.pairwise(bounds))
         if self._dual is None:
             return [x @ self.coef_[start:stop] for x, (start, stop) in zip(X, spans, strict=True)]
-        digest = hashlib.sha1()
-        for x in X:
-            digest.update(np.ascontiguousarray(x).data)
-        key = digest.digest()
+        key = content_digest(X)
         if key not in self._parts_cache:
             if len(self._parts_cache) >= 2:
                 self._parts_cache.pop(next(iter(self._parts_cache)))

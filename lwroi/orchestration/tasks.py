@@ -209,7 +209,7 @@ class UnitRunner:
 
     @cached_property
     def solver_workspace(self) -> dict:
-        """What solvers keep between this process's units (the kernel solver: Grams of the feature store)."""
+        """What fits keep between this process's units: a store's stacked features, the kernel solver's Grams."""
         return {}
 
     def _train_kwargs(self) -> dict[str, Any]:

@@ -161,6 +161,28 @@ def test_a_solve_without_workspace_keeps_nothing(noisy, monkeypatch):
     assert len(calls) == 3
 
 
+def test_encoder_fits_in_a_workspace_share_the_stacked_features_and_give_the_same_numbers(noisy):
+    """A rank's fits on one store stack, scale and hash the blocks once; every number is the one a fresh fit gives."""
+    X_layers, Y, X_test, _ = noisy
+    params = {"solver": "kernel", "solver_params": SMALL, "device": "cpu"}
+    alone = [LayerWeightedEncoder(**params).fit(X_layers, Y[:, cols]) for cols in (slice(0, 4), slice(4, 9))]
+    workspace: dict = {}
+    shared = [LayerWeightedEncoder(**params).fit([x.copy() for x in X_layers], Y[:, cols], workspace=workspace)
+              for cols in (slice(0, 4), slice(4, 9))]  # fmt: skip
+    (key,) = workspace["stacked"]
+    assert shared[0]._dual[0] is shared[1]._dual[0]  # one stacked matrix, as reloading the store would give
+    assert len(workspace["kernel"].entries["grams"]) == 1 and key in next(iter(workspace["kernel"].entries["grams"]))
+    for a, b in zip(alone, shared, strict=True):
+        np.testing.assert_array_equal(a.layer_weights_, b.layer_weights_)
+        np.testing.assert_array_equal(a.intercept_, b.intercept_)
+        np.testing.assert_array_equal(a.predict(X_test), b.predict(X_test))
+    changed = [x.copy() for x in X_layers]
+    changed[2][0, 0] += 1.0  # one value of one block: other features, never the kept ones
+    LayerWeightedEncoder(**params).fit(changed, Y, workspace=workspace)
+    assert list(workspace["stacked"]) != [key] and len(workspace["stacked"]) == 1
+    assert len(workspace["kernel"].entries["grams"]) == 2
+
+
 def test_models_that_differ_only_by_wc_and_lay_are_solved_once(noisy):
     """Issue 11: the "solve once" cache looked up (train, val) but stored under another key, so it never hit."""
     X_layers, Y, _, _ = noisy

@@ -128,7 +128,7 @@ class RidgeOptions(SolverOptions):
 
 
 def solve_ridge(X, layer_of_feature, Y, *, train_idx, val_idx, wc, lay, options=None, pcc="pearson", primal=True,
-                seed=0, state=None, on_epoch=None, workspace=None) -> SolverResult:
+                seed=0, state=None, on_epoch=None, workspace=None, x_key=None) -> SolverResult:
     """Ridge with an intercept on each model's training rows, layer weights fixed at 1 / L (lay is ignored)."""
     options = options or RidgeOptions()
     X, Y = X.cpu().double().numpy(), Y.cpu().double().numpy()
