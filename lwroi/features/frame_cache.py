@@ -39,7 +39,8 @@ class FrameCache:
     the ones hashed (the bytes are read once). Entries are uncompressed npz files written
     atomically, so complete or absent; zip's CRC-32 is checked on every read, and an entry that
     fails it is decoded again and rewritten, with a warning. Ranks may write one entry at once:
-    each writes its own temporary file, and the renames put the same frames in place.
+    each writes its own temporary file, and the renames put the same frames in place; within a
+    process the writes take turns (a repeated stimulus stored twice is one entry).
 
     Attributes
     ----------
@@ -76,8 +77,8 @@ class FrameCache:
         hit = frames is not None
         if frames is None:
             frames = read_video_frames(path, sampling=sampling, count=count, stride=stride, data=data)
-            with atomic_path(entry, frames.nbytes) as tmp, open(tmp, "wb") as fh:
-                np.savez(fh, frames=frames)
+            with self._lock, atomic_path(entry, frames.nbytes) as tmp, open(tmp, "wb") as fh:
+                np.savez(fh, frames=frames)  # one writer a process: clips of equal bytes share the temporary name
         with self._lock:
             self.hits += hit
             self.decoded += not hit

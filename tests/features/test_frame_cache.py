@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -85,3 +86,17 @@ def test_extraction_through_the_cache_gives_the_same_features(make_noise_videos,
     for name in plain:
         np.testing.assert_array_equal(cold[name], plain[name])
         np.testing.assert_array_equal(warm[name], plain[name])
+
+
+def test_clips_with_equal_bytes_share_one_entry_even_decoded_at_once(make_noise_videos, tmp_path):
+    """A repeated stimulus stored twice: the decode threads may write its one entry at the same moment."""
+    (path,) = make_noise_videos([12])
+    copies = [path.with_name(f"repeat{k}.mp4") for k in range(6)]
+    for copy in copies:
+        copy.write_bytes(path.read_bytes())
+    cache = FrameCache(tmp_path / "frames")
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        got = list(pool.map(lambda p: cache.read(p, **COUNT), copies))
+    assert cache.decoded + cache.hits == 6 and len(list(cache.folder(**COUNT).glob("*.npz"))) == 1
+    for frames in got:
+        np.testing.assert_array_equal(frames, read_video_frames(path, **COUNT))
