@@ -216,6 +216,7 @@ def solve_kernel(
         coef=_stack([r["coef"] for r in results]) if primal else None,
         intercept=_stack([r["intercept"] for r in results]),
         dual_coef=_stack([r["dual_coef"] for r in results]),
+        layer_kernels=grams.cpu().numpy(),
         best_step=np.array([r["best_step"] for r in results], dtype=np.int64),
         n_steps=np.full(G, steps, dtype=np.int64),
         best_score=np.array([r["best_score"] for r in results]),

@@ -64,7 +64,7 @@ def stack_layer_features(
 def _stacked(
     X: Sequence[np.ndarray], layer_scaling: str, workspace: dict | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str | None]:
-    """:func:`stack_layer_features`, and its digest, kept in ``workspace`` for the next fit on the same blocks.
+    """:func:`stack_layer_features`, and the blocks' digest, kept in ``workspace`` for the next fit on the same blocks.
 
     A rank fits every subject and ROI of a model on one feature store: the blocks' digest (one
     pass) then spares the scaling (a variance pass over every block), the copy into one matrix,
@@ -73,12 +73,13 @@ def _stacked(
     """
     if workspace is None:
         return (*stack_layer_features(X, layer_scaling), None)
-    key = f"{content_digest(X)}-{layer_scaling}"
+    digest = content_digest(X)
+    key = f"{digest}-{layer_scaling}"
     kept = workspace.setdefault("stacked", {})
     if key not in kept:
         kept.clear()  # one feature matrix at a time: it is the size of the store's training rows
         kept[key] = stack_layer_features(X, layer_scaling)
-    return (*kept[key], key)
+    return (*kept[key], digest)
 
 
 def _block_norm(block: np.ndarray) -> float:
@@ -265,7 +266,7 @@ class LayerWeightedEncoder(RegressorMixin, BaseEstimator):
         else:
             train, val = np.arange(n), np.arange(0)
 
-        features, layer_of_feature, feature_scale, x_key = _stacked(X, self.layer_scaling, workspace)
+        features, layer_of_feature, feature_scale, digest = _stacked(X, self.layer_scaling, workspace)
         device = resolve_device(self.device)
         result = entry.solve(
             torch.from_numpy(features).to(device),
@@ -282,7 +283,7 @@ class LayerWeightedEncoder(RegressorMixin, BaseEstimator):
             state=state,
             on_epoch=on_epoch,
             workspace=workspace,
-            x_key=x_key,
+            x_key=None if digest is None else f"{digest}-{self.layer_scaling}",
         )
         self.solver_ = self.solver
         self.solver_options_ = options
@@ -292,9 +293,14 @@ class LayerWeightedEncoder(RegressorMixin, BaseEstimator):
         if result.dual_coef is None:
             self._dual, self._coef = None, result.coef[0] * feature_scale[:, None]
         else:  # keep the training rows: predictions go through their Gram matrices, never a D x V matrix
-            rows = features if len(train) == len(features) else features[train]
+            every_row = len(train) == len(features)
+            rows = features if every_row else features[train]
             self._dual, self._coef = (rows, result.dual_coef[0][train]), None
             self._parts_cache: dict[str, list[np.ndarray]] = {}
+            # The solver's Grams of these rows, and the rows' digest: the training rows' layer terms
+            # (the layer profile) come from them instead of the features again (see _layer_predictions)
+            known = every_row and result.layer_kernels is not None and digest is not None
+            self._train_kernels = (digest, result.layer_kernels) if known else None
         self.intercept_ = result.intercept[0]
         self.n_epochs_ = int(result.n_steps[0])
         self.best_epoch_ = int(result.best_step[0])
@@ -408,7 +414,9 @@ class LayerWeightedEncoder(RegressorMixin, BaseEstimator):
 
         Dual form (kernel solver): ``a_l^2 K_l(X, X_train) @ dual``, the cross Gram matrices
         costing n_new x n_train x n_features; cached by the rows' content, so scoring and layer
-        contributions on the same rows pay for them once.
+        contributions on the same rows pay for them once. The training rows of a fit in a
+        workspace (the layer profile) take their Grams from the solver instead, in float64,
+        where that costs less (2 x layers x voxels < features).
         """
         bounds = np.cumsum([0, *self.layer_dims_])
         spans = list(itertools.pairwise(bounds))
@@ -419,12 +427,26 @@ class LayerWeightedEncoder(RegressorMixin, BaseEstimator):
             if len(self._parts_cache) >= 2:
                 self._parts_cache.pop(next(iter(self._parts_cache)))
             features, dual = self._dual
-            weights = self.layer_weights_.astype(np.float32)
-            self._parts_cache[key] = [
-                (a * a) * (((x * self._feature_scale[start]) @ features[:, start:stop].T) @ dual)
-                for a, x, (start, stop) in zip(weights, X, spans, strict=True)
-            ]
+            kernels = getattr(self, "_train_kernels", None)
+            if kernels is not None and kernels[0] == key and 2 * len(X) * dual.shape[1] < features.shape[1]:
+                # X is the training rows, whose Grams the solver had: n^2 V a layer in float64 instead of n^2 D_l
+                dual64 = dual.astype(np.float64)
+                self._parts_cache[key] = [((a * a) * (gram @ dual64)).astype(np.float32)
+                                          for a, gram in zip(self.layer_weights_.astype(np.float64), kernels[1],
+                                                             strict=True)]  # fmt: skip
+            else:
+                weights = self.layer_weights_.astype(np.float32)
+                self._parts_cache[key] = [
+                    (a * a) * (((x * self._feature_scale[start]) @ features[:, start:stop].T) @ dual)
+                    for a, x, (start, stop) in zip(weights, X, spans, strict=True)
+                ]
         return self._parts_cache[key]
+
+    def __getstate__(self) -> dict:
+        """Pickled without the solver's Grams (n x n a layer): they only spare work, and are the solver's to keep."""
+        state = super().__getstate__()
+        state.pop("_train_kernels", None)
+        return state
 
 
 def _is_blocks(X: object) -> bool:

@@ -42,6 +42,10 @@ class SolverResult:
     dual_coef : array of shape (n_models, n_samples, n_voxels), optional
         Dual-form solvers only: coefficients on X's rows (zero outside the training rows) with
         ``coef = (layer_weights[layer_of_feature] ** 2)[:, None] * X.T @ dual_coef``.
+    layer_kernels : float64 array of shape (n_layers, n_samples, n_samples), optional
+        Dual-form solvers only: each layer's Gram matrix ``X_l @ X_l.T`` of X's rows, which the
+        solver had anyway; the layer terms of the training rows are made of them (shared with the
+        solver's cache, never written).
     """
 
     layer_weights: np.ndarray
@@ -53,3 +57,4 @@ class SolverResult:
     val_mean_r: np.ndarray
     history: dict[str, np.ndarray]
     dual_coef: np.ndarray | None = None
+    layer_kernels: np.ndarray | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import pickle
 
 import numpy as np
 import pytest
@@ -176,6 +177,13 @@ def test_encoder_fits_in_a_workspace_share_the_stacked_features_and_give_the_sam
         np.testing.assert_array_equal(a.layer_weights_, b.layer_weights_)
         np.testing.assert_array_equal(a.intercept_, b.intercept_)
         np.testing.assert_array_equal(a.predict(X_test), b.predict(X_test))
+    # The layer profile of the training rows comes from the solver's Grams (float64) instead of the features
+    assert shared[0]._train_kernels is not None and alone[0]._train_kernels is None
+    for a, b in zip(alone, shared, strict=True):
+        np.testing.assert_allclose(b.layer_profile(X_layers), a.layer_profile(X_layers), rtol=1e-5, atol=1e-7)
+    restored = pickle.loads(pickle.dumps(shared[0]))  # pickled without the Grams: the features' way again
+    assert not hasattr(restored, "_train_kernels")
+    np.testing.assert_allclose(restored.layer_profile(X_layers), shared[0].layer_profile(X_layers), rtol=1e-5)
     changed = [x.copy() for x in X_layers]
     changed[2][0, 0] += 1.0  # one value of one block: other features, never the kept ones
     LayerWeightedEncoder(**params).fit(changed, Y, workspace=workspace)
