@@ -130,9 +130,7 @@ SelectTypeParameters=CR_Core
 # PyPI's mpich speaks PMI2: plain srun -n N then gives real ranks.
 MpiDefault=pmi2
 SchedulerType=sched/backfill
-# A requeued job may start once its old credential expired, but only at the next backfill pass:
-# every 5 s here instead of 30 (test box only).
-SchedulerParameters=batch_sched_delay=0,bf_interval=5
+SchedulerParameters=batch_sched_delay=0
 # A job whose dependency can never be met is cancelled instead of pending forever.
 DependencyParameters=kill_invalid_depend
 # Slurm's default: the controller forgets a finished job 300 s after it ended, as on a real
