@@ -297,9 +297,11 @@ def _work_kernel(folder: Path, args: argparse.Namespace) -> dict:
             model.layer_contributions(X_test, Y[N_TRAIN:])
             model.layer_profile(X_train)  # the fit unit's parameterisation-invariant profile, on the training rows
             searched = min(Y.shape[1], model.solver_options_.search_voxels)
-            counts["projected_voxels"] += searched * (counts.pop("candidates", 0) + 2 * counts.pop("gradients", 0))
+            counts["gradient"] += counts["gradients"]
+            counts["projected_voxels"] += searched * (counts["candidates"] + 2 * counts["gradients"])
             counts["projected_voxels"] += 2 * Y.shape[1]  # the refit: every voxel into the eigenbasis and back
             counts["projected_voxels"] += len(X_train) * Y.shape[1]  # the profile: each layer's Gram times the duals
+            counts.update(candidates=0, gradients=0)  # this fit's, counted
     out["pipeline_s"] = time.perf_counter() - start
     out["fit_units"] = args.subjects * len(ROIS)
     out["pcc"] = float(np.mean(pccs))
@@ -314,7 +316,7 @@ def _count_kernel_work() -> dict:
 
     from lwroi.encoding import _kernel
 
-    counts = {"eigh": 0, "eigh_s": 0.0, "gradient": 0, "projected_voxels": 0}
+    counts = {"eigh": 0, "eigh_s": 0.0, "gradient": 0, "projected_voxels": 0, "candidates": 0, "gradients": 0}
     eigh, gradient, objective = torch.linalg.eigh, _kernel._Problem.gradient, _kernel._Problem.objective
 
     def counted_eigh(*a: object, **k: object) -> object:
@@ -326,12 +328,11 @@ def _count_kernel_work() -> dict:
             counts["eigh_s"] += time.perf_counter() - start
 
     def counted_gradient(self: object, *a: object) -> object:
-        counts["gradient"] += 1
-        counts["gradients"] = counts.get("gradients", 0) + 1
+        counts["gradients"] += 1  # this fit's; the pipeline loop adds them to the total
         return gradient(self, *a)
 
     def counted_objective(self: object, *a: object) -> object:
-        counts["candidates"] = counts.get("candidates", 0) + 1
+        counts["candidates"] += 1
         return objective(self, *a)
 
     torch.linalg.eigh = counted_eigh
@@ -350,8 +351,8 @@ def _kernel_floor(counts: dict, X_test: list[np.ndarray], grams_s: float, fits: 
     gradient's two n x n x n products, the cross-Gram products of the held-out and challenge
     rows (2 per fit: scoring and contributions share theirs). The layer profile of the training
     rows is made from the solver's Grams (n x n x voxels a layer), counted with the projections.
-    Everything else (GCV tables,
-    elementwise work, intercepts, scores, loading, checking, Python) is overhead.
+    Everything else (GCV tables, elementwise work, intercepts, scores, loading, checking, Python)
+    is overhead.
     """
     import torch
 

@@ -50,6 +50,7 @@ class FrameCache:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        self._tag = decoder_tag()  # once, not per clip
         self.hits = 0
         self.decoded = 0
         self._lock = threading.Lock()  # read() runs in extraction's decode threads
@@ -57,7 +58,7 @@ class FrameCache:
     def folder(self, *, sampling: str, count: int, stride: int) -> Path:
         """The folder of one sampling's entries."""
         step = f"count{count}" if sampling == "count" else f"stride{stride}"
-        return self.root / f"{step}-{decoder_tag()}"
+        return self.root / f"{step}-{self._tag}"
 
     def read(self, path: str | Path, *, sampling: str, count: int, stride: int) -> np.ndarray:
         """The sampled frames of the clip at ``path``, as :func:`~lwroi.features.video.read_video_frames` returns them.
