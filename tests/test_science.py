@@ -22,8 +22,9 @@ every 10 epochs), it starts near uniform, passes through the planted profile, an
 penalty on the layer weights drains the layers that a neighbour can stand in for (fc8 into conv4,
 conv1 into conv2) until one or two middle layers hold it all, while the validation r still creeps
 up (by 0.005-0.01), so early stopping does not stop it. Whole runs of this test's sgd fit with
-N epochs (seed 0): N = 25 leaves EBA too flat (Spearman 0.63); 30 and 35 pass every ROI (WB's
-min/max 0.84 and 0.55); from 40 on WB loses fc8 (0.41). With patience 50 and up to 200 epochs
+N epochs (seed 0; measured with the profile before its covariance split, each layer's own
+variance): N = 25 leaves EBA too flat (Spearman 0.63); 30 and 35 pass every ROI (WB's min/max
+0.84 and 0.55); from 40 on WB loses fc8 (0.41). With patience 50 and up to 200 epochs
 (the earlier setting) early stopping landed anywhere from epoch 24 to 192, V1's profile moved onto
 conv2 (0.20 0.76 0.04 0.00) and WB failed (0.41). Smaller penalties (wc = lay = 0.1) stop at
 epoch ~21 with a near-uniform profile. In compat mode the layer weights barely move at lr 1e-4
@@ -37,10 +38,10 @@ held-out r / noise ceiling):
 =================  ============================================  ==========  =============
 fit                Spearman V1 .. PPA                            WB min/max  r / ceiling
 =================  ============================================  ==========  =============
-kernel, default    1.0 0.8 1.0 0.95 0.89 0.95 1.0 0.89 1.0       0.59        0.83-0.88
-sgd, default       1.0 1.0 1.0 0.95 0.89 0.95 1.0 0.89 1.0       0.84        0.80-0.85
-kernel, compat     1.0 0.8 1.0 0.95 0.89 0.95 1.0 0.89 1.0       0.61        0.86-0.91
-sgd, compat        1.0 1.0 1.0 0.95 0.89 0.95 1.0 0.89 1.0       0.89        0.84-0.89
+kernel, default    1.0 0.8 1.0 0.95 0.89 0.95 1.0 0.89 1.0       0.82        0.83-0.88
+sgd, default       1.0 1.0 1.0 0.95 0.89 0.95 1.0 0.89 1.0       0.81        0.80-0.85
+kernel, compat     1.0 0.8 1.0 0.95 0.89 0.95 1.0 0.89 1.0       0.85        0.86-0.91
+sgd, compat        1.0 1.0 1.0 0.95 0.89 0.95 1.0 0.89 1.0       0.86        0.84-0.89
 =================  ============================================  ==========  =============
 
 sgd / kernel held-out r: 0.95-0.98 in both modes. A tie in the planted shares (LOC's two middle

@@ -36,10 +36,12 @@ def planted_terms(X: list[np.ndarray], shares: np.ndarray, n_voxels: int, rng) -
     return terms
 
 
-def variance_shares(terms: list[np.ndarray]) -> np.ndarray:
-    """The reference: per voxel each term's variance over the sum, then the mean over voxels."""
-    variances = np.array([t.var(axis=0) for t in terms])
-    return (variances / variances.sum(axis=0)).mean(axis=1)
+def covariance_shares(terms: list[np.ndarray]) -> np.ndarray:
+    """The reference: per voxel each term's covariance with the prediction over its variance (np.cov), voxel mean."""
+    prediction = sum(terms)
+    voxels = range(prediction.shape[1])
+    shares = [[np.cov(term[:, v], prediction[:, v])[0, 1] / np.cov(prediction[:, v]) for v in voxels] for term in terms]
+    return np.asarray(shares).mean(axis=1)
 
 
 def coef_terms(model: LayerWeightedEncoder, X: list[np.ndarray]) -> list[np.ndarray]:
@@ -59,17 +61,41 @@ def toy():
     return [x.astype(np.float32) for x in X], Y.astype(np.float32)
 
 
+@pytest.fixture(scope="module")
+def overlapping():
+    """Layer blocks that share a common 6-dimensional signal, as a DNN's layers do, and responses to all of them."""
+    rng = np.random.default_rng(3)
+    common = rng.standard_normal((240, 6))
+    X = [(common @ rng.standard_normal((6, d)) + rng.standard_normal((240, d))).astype(np.float32) for d in DIMS]
+    Y = sum(planted_terms(X, SHARES, 24, rng)) + 0.1 * rng.standard_normal((240, 24))
+    return X, Y.astype(np.float32)
+
+
 @pytest.fixture(scope="module", params=sorted(SETTINGS))
 def fitted(request, toy):
     X, Y = toy
     return LayerWeightedEncoder(solver=request.param, device="cpu", **SETTINGS[request.param]).fit(X, Y)
 
 
-def test_profile_is_the_variance_share_of_each_layers_prediction_term(fitted, toy):
-    X, _ = toy
-    profile = fitted.layer_profile(X)
-    np.testing.assert_allclose(profile, variance_shares(coef_terms(fitted, X)), rtol=1e-4, atol=1e-6)
+@pytest.mark.parametrize("solver", sorted(SETTINGS))
+def test_profile_splits_the_predicted_variance_by_covariance_with_the_prediction(overlapping, solver):
+    """Where the layers' terms correlate (cross terms of 10-40 % of the variance here), the shares
+    are Cov(p_l, p) / Var(p), not the terms' own variances."""
+    X, Y = overlapping
+    model = LayerWeightedEncoder(solver=solver, device="cpu", **SETTINGS[solver]).fit(X, Y)
+    terms = coef_terms(model, X)
+    profile = model.layer_profile(X)
+    np.testing.assert_allclose(profile, covariance_shares(terms), rtol=1e-4, atol=1e-6)
     assert profile.sum() == pytest.approx(1.0)
+    own = np.array([t.var(axis=0) for t in terms])
+    assert not np.allclose(profile, (own / own.sum(axis=0)).mean(axis=1), atol=0.01)  # the cross terms matter here
+
+
+def test_profile_of_uncorrelated_terms_is_their_variance_share(fitted, toy):
+    X, _ = toy
+    terms = coef_terms(fitted, X)
+    own = np.array([t.var(axis=0) for t in terms])
+    np.testing.assert_allclose(fitted.layer_profile(X), (own / own.sum(axis=0)).mean(axis=1), rtol=1e-4, atol=1e-6)
 
 
 def test_profile_recovers_planted_shares_of_orthogonal_layers(fitted, toy):
