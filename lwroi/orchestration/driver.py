@@ -40,6 +40,7 @@ from lwroi.orchestration.schedule import (
     combine_exit_codes,
     execute,
     node_local_rank,
+    quiet_bcast,
     world_communicator,
 )
 from lwroi.orchestration.tasks import UnitRunner
@@ -90,7 +91,7 @@ def _agree(comm: Any, action: Any) -> Any:
             result = ("ok", action())
         except (LwroiError, OSError, ValueError, RuntimeError) as exc:
             result = ("error", f"{exc}")
-    status, value = comm.bcast(result, root=0)
+    status, value = quiet_bcast(comm, result, root=0)
     if status == "error":
         raise LaunchError(value)
     return value

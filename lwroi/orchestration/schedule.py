@@ -37,6 +37,8 @@ EXIT_RESUBMIT = 75
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 POLL_SECONDS = 0.2
+WAIT_POLL_SECONDS = 0.01
+"""How often a rank waiting for the others tests the barrier: 100 tests a second cost nothing measurable."""
 
 
 class StopFlag:
@@ -255,7 +257,7 @@ def execute(units: list[Unit], run_unit: Callable[[Unit], None], *, store: Resul
     pending = None
     if comm.rank == 0:
         pending = [u.key for u in units if not store.is_done(u.key)]
-    pending = comm.bcast(pending, root=0)
+    pending = quiet_bcast(comm, pending, root=0)
     by_key = {u.key: u for u in units}
     todo = [by_key[k] for k in pending]
     outcome = Outcome()
@@ -282,7 +284,7 @@ def execute(units: list[Unit], run_unit: Callable[[Unit], None], *, store: Resul
             outcome.interrupted = True
     finally:
         progress.close()
-        _wait_all(comm, stop)
+        wait_all(comm)
         stop.unshare()
         counter.free()
     return outcome
@@ -318,13 +320,24 @@ def _run_one(unit: Unit, run_unit: Callable[[Unit], None], store: ResultStore, s
         outcome.done.append(unit.key)
 
 
-def _wait_all(comm: Any, stop: StopFlag) -> None:
-    """Non-blocking barrier: ranks that finish early wait here without spinning a core."""
+def wait_all(comm: Any) -> None:
+    """Non-blocking barrier: ranks that arrive early wait here without spinning a core.
+
+    MPICH's blocking collectives poll at full speed until the last rank arrives (mostly in
+    sched_yield: a rank waiting 4 s in a ``bcast`` burns 4 CPU-seconds, measured), so ranks that
+    may arrive seconds apart meet here first, testing a non-blocking barrier between short sleeps.
+    """
     if isinstance(comm, SelfComm) or comm.size == 1:
         return
     request = comm.Ibarrier()
     while not request.Test():
-        time.sleep(POLL_SECONDS)
+        time.sleep(WAIT_POLL_SECONDS)
+
+
+def quiet_bcast(comm: Any, obj: Any, root: int = 0) -> Any:
+    """``comm.bcast`` after :func:`wait_all`: for a value one rank computes while the others wait."""
+    wait_all(comm)
+    return comm.bcast(obj, root=root)
 
 
 def combine_exit_codes(comm: Any, code: int) -> int:
