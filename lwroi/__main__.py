@@ -2,6 +2,6 @@
 
 import sys
 
-from lwroi.cli import main
+from lwroi.cli import entry_point
 
-sys.exit(main())
+sys.exit(entry_point())

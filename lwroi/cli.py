@@ -9,6 +9,7 @@ after checkpointing: resubmit the same command to continue.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -373,5 +374,19 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def entry_point() -> int:
+    """The ``lwroi`` command (and ``python -m lwroi``): :func:`main`, then a process exit that skips a last full GC.
+
+    A process that has imported torch spends about a second of CPU at exit with the garbage
+    collector walking every object before the modules are torn down (measured: 1.1 s, 0.3 s with
+    the objects frozen). The command's objects all die with the process anyway, so they are moved
+    out of the collector's reach once the work is done. Exit handlers (MPI_Finalize, log
+    flushing) still run. Not in :func:`main`, which callers in a longer-lived process may use.
+    """
+    code = main()
+    gc.freeze()
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry_point())
