@@ -52,10 +52,10 @@ def test_numbers_do_not_depend_on_threads_or_ranks(tiny_workspace, tiny_run):
     BLAS rounding depends on how a product is split over threads; a solver that amplifies
     rounding (the kernel solver's weighting search once did, by 1e-3) fails here.
     """
-    sgd_one_thread = "runs/sgd-threads1"
-    run_lwroi("run", str(TINY_CONFIG), "--mpi", "none", "--set", f"run.output_dir={sgd_one_thread}",
-              "--set", "run.threads=1", cwd=tiny_workspace)
-    assert_tables_equal(tiny_workspace / sgd_one_thread, tiny_run)
+    sgd_two_threads = "runs/sgd-threads2"  # tiny_run has one (tests/tiny.yaml)
+    run_lwroi("run", str(TINY_CONFIG), "--mpi", "none", "--set", f"run.output_dir={sgd_two_threads}",
+              "--set", "run.threads=2", cwd=tiny_workspace)
+    assert_tables_equal(tiny_workspace / sgd_two_threads, tiny_run)
 
     kernel = ["--set", "encoding.solver=kernel"]
     launches = {"kernel-threads2": (["--mpi", "none", "--set", "run.threads=2"], None),
