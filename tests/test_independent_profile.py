@@ -52,7 +52,7 @@ from scipy.stats import spearmanr
 
 from lwroi.encoding import LayerWeightedEncoder
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=40)
 
 N_TRAIN, N_TEST, UNITS, N_VOXELS, NOISE_SD, SEED = 1000, 100, 128, 40, 0.6, 0
 SHAPES = {"early": [8, 4, 2, 1], "mid": [1, 4, 4, 1], "late": [1, 2, 4, 8], "two-layer": [1, 0, 0, 1],

@@ -70,7 +70,7 @@ from scipy.stats import spearmanr
 
 from tests.conftest import run_lwroi
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=270)  # the suite's longest file after the cluster tests: started first
 
 CONFIG = Path(__file__).with_name("science.yaml")
 MODES = {

@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import TINY_CONFIG, interrupt_when, journal_events, lwroi_command, mpiexec, run_lwroi
 
-pytestmark = [pytest.mark.mpi, pytest.mark.slow]
+pytestmark = [pytest.mark.mpi, pytest.mark.slow(seconds=150)]
 
 
 def assert_tables_equal(run: Path, reference: Path, atol: float = 1e-6) -> None:

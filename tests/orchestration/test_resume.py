@@ -18,7 +18,7 @@ from lwroi.orchestration.results import record_checksum
 from tests.conftest import TINY_CONFIG, interrupt_when, journal_events, lwroi_command, run_lwroi
 from tests.orchestration.test_mpi import assert_tables_equal, done_events
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=75)
 
 
 def copy_run(tiny_run, tiny_workspace, name):

@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import ZOO_CONFIG, interrupt_when, journal_events, lwroi_command, mpiexec, run_lwroi
 
-pytestmark = [pytest.mark.mpi, pytest.mark.slow]
+pytestmark = [pytest.mark.mpi, pytest.mark.slow(seconds=75)]
 
 TABLES = ("comparison.csv", "hierarchy.csv", "model_pairs.csv", "summary.csv", "results.csv")
 
