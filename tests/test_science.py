@@ -54,8 +54,9 @@ covariance split, seed 1 left WB's kernel profile at 0.48 (default) and 0.52 (co
 flattened compat sgd's V4 and EBA (Spearman 0.63). The accuracy bar is 0.75 of the ceiling, not the 0.8 the model-made
 truth allowed: each layer's signal is whitened against the other layers, partly into directions
 ~120 videos learn less well, so even the kernel solver stays at 0.83-0.88 and 30 epochs of sgd at
-0.80-0.85 (0.797 and 0.798 at seeds 1 and 2). Time on 2 cores: synth 15 s, kernel 9 s (with the
-feature extraction) and 13 s, sgd 11 s and 36 s; the whole file 81 s.
+0.80-0.85 (0.797 and 0.798 at seeds 1 and 2). The fits run one torch thread (tests/science.yaml) and
+give the table's numbers with two as well. Time on an idle 2-core machine: synth 13 s, kernel 12 s
+(with the feature extraction) and 12 s, sgd 12 s and 49 s; the whole file 98 s.
 """
 
 from __future__ import annotations
