@@ -176,12 +176,17 @@ def reduce_log(run: Path, job: str) -> str:
 
 
 def busy_task(run: Path, array_job: str, n_tasks: int) -> int | None:
-    """An array task that has finished a unit and still has at least 10 to go (so a signal lands midway)."""
+    """An array task whose ranks are fitting and have at least 10 units to go (so a signal lands mid-unit).
+
+    The fit phase is the shard's last, and its units run epochs (0.1 s each here); a select unit
+    runs none, and a signal that landed in the select phase found no rank mid-unit (no checkpoint
+    to resume from), so the task must have reached the fit units.
+    """
     for task in range(n_tasks):
         text = task_log(run, array_job, task)
         todo = re.search(r"\[rank 0\] INFO (\d+) of \d+ units to compute", text)
         done = len(re.findall(r"INFO done (?:tune|select|fit)/", text))
-        if todo and done >= 1 and int(todo.group(1)) - done >= 10:
+        if todo and "INFO start fit/" in text and int(todo.group(1)) - done >= 10:
             return task
     return None
 
@@ -190,8 +195,8 @@ def submit_and_wait_for_busy_task(jobs, out: str) -> tuple[Path, dict[str, str],
     """Submit the chain into ``out``; return the run folder, the job IDs and a task midway through its shard."""
     run = jobs.workspace / out
     ids = jobs.submit(out)
-    task = _wait_until(lambda: busy_task(run, ids["array"], 2), CHAIN_SECONDS, "a task midway through its shard",
-                       poll=0.5)
+    task = _wait_until(lambda: busy_task(run, ids["array"], 2), CHAIN_SECONDS, "a task midway through its fit units",
+                       poll=0.1)
     return run, ids, task
 
 
