@@ -16,7 +16,7 @@ import pickle
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from lwroi.exceptions import LwroiError, UnsafePickleError
 
@@ -124,28 +124,36 @@ def atomic_save_npy(path: str | Path, array: Any) -> None:
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
+        return _sha256_open(fh, chunk)
+
+
+def _sha256_open(fh: BinaryIO, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of an open file's bytes, from its start."""
+    digest = hashlib.sha256()
+    fh.seek(0)
+    while block := fh.read(chunk):
+        digest.update(block)
     return digest.hexdigest()
 
 
 _DIGESTS: dict[tuple[str, int, int, int], str] = {}
 
 
-def sha256_file_cached(path: str | Path) -> str:
+def sha256_file_cached(path: str | Path, opened: BinaryIO | None = None) -> str:
     """:func:`sha256_file`, computed once per process for a file left unchanged (same inode, size, mtime).
 
     Large shared products (a feature store's arrays) are verified by every unit that reads them;
     hashing them once per process keeps that to a fraction of a second per launch. Any write
-    replaces the inode or moves the mtime, so a file changed since is hashed again.
+    replaces the inode or moves the mtime, so a file changed since is hashed again. ``opened``:
+    the file as opened by the caller, whose own inode is then the one identified (and hashed on
+    a miss), whatever the path names by now.
     """
     path = Path(path)
-    info = path.stat()
+    info = path.stat() if opened is None else os.fstat(opened.fileno())
     key = (str(path.absolute()), info.st_ino, info.st_size, info.st_mtime_ns)
     if key not in _DIGESTS:
-        _DIGESTS[key] = sha256_file(path)
+        _DIGESTS[key] = sha256_file(path) if opened is None else _sha256_open(opened)
     return _DIGESTS[key]
 
 

@@ -234,7 +234,7 @@ def _work_sgd(folder: Path, args: argparse.Namespace) -> dict:
     from lwroi.encoding import LayerWeightedEncoder, solve_sgd, stack_layer_features
 
     store, responses = load_data(folder)
-    X_train, X_test = store.load("train"), store.load("test")
+    X_train, X_test = store.load("train", mmap=True), store.load("test", mmap=True)
     Y_train, Y_test = responses["sub01/V1"][:N_TRAIN], responses["sub01/V1"][N_TRAIN:]
     features, layer_of_feature, _ = stack_layer_features(X_train, "balanced")
     splits = kfold_splits(N_TRAIN, FOLDS, SEED)
@@ -267,7 +267,7 @@ def _work_kernel(folder: Path, args: argparse.Namespace) -> dict:
     workspace: dict = {}  # kept between fits, as a rank's runner keeps it between units
     # Per-fit time and held-out PCC of the ROIs himalaya also fits: the Gram matrices are computed
     # beforehand (himalaya gets precomputed kernels), no eigendecomposition is cached.
-    X_train, X_test = store.load("train"), store.load("test")
+    X_train, X_test = store.load("train", mmap=True), store.load("test", mmap=True)
     start = time.perf_counter()
     warm = LayerWeightedEncoder(solver="kernel", solver_params={"search_steps": 1, "refine_steps": 0}, device="cpu")
     warm.fit(X_train, responses["sub01/V1"][:N_TRAIN, :2], workspace=workspace)
@@ -289,7 +289,7 @@ def _work_kernel(folder: Path, args: argparse.Namespace) -> dict:
     for s in range(args.subjects):
         for roi in ROIS:
             Y = responses[f"sub{s + 1:02d}/{roi}"]
-            X_train, X_test = store.load("train"), store.load("test")
+            X_train, X_test = store.load("train", mmap=True), store.load("test", mmap=True)
             model = LayerWeightedEncoder(solver="kernel", device="cpu", random_state=s)
             model.fit(X_train, Y[:N_TRAIN], workspace=workspace)
             pccs.append(float(model.score_voxels(X_test, Y[N_TRAIN:]).mean()))
@@ -305,7 +305,7 @@ def _work_kernel(folder: Path, args: argparse.Namespace) -> dict:
     out["pipeline_s"] = time.perf_counter() - start
     out["fit_units"] = args.subjects * len(ROIS)
     out["pcc"] = float(np.mean(pccs))
-    out.update(_kernel_floor(counts, X_test, out["grams_s"], out["fit_units"]))
+    out.update(_kernel_floor(counts, X_test, out["grams_s"]))
     return out
 
 
@@ -340,7 +340,7 @@ def _count_kernel_work() -> dict:
     return counts
 
 
-def _kernel_floor(counts: dict, X_test: list[np.ndarray], grams_s: float, fits: int) -> dict:
+def _kernel_floor(counts: dict, X_test: list[np.ndarray], grams_s: float) -> dict:
     """The least time of the pipeline's unavoidable work on this machine.
 
     The Gram matrices (timed before the pipeline); every eigendecomposition of an n x n weighted
@@ -349,8 +349,9 @@ def _kernel_floor(counts: dict, X_test: list[np.ndarray], grams_s: float, fits: 
     voxels: each candidate's search voxels, each gradient's twice, for their projection and the
     n x n matrix they sum into, each refit's voxels into the eigenbasis and back), each
     gradient's two n x n x n products, the cross-Gram products of the held-out and challenge
-    rows (2 per fit: scoring and contributions share theirs). The layer profile of the training
-    rows is made from the solver's Grams (n x n x voxels a layer), counted with the projections.
+    rows (once each: every fit on the store shares them, and scoring and contributions share
+    theirs). The layer profile of the training rows is made from the solver's Grams (n x n x
+    voxels a layer), counted with the projections.
     Everything else (GCV tables, elementwise work, intercepts, scores, loading, checking, Python)
     is overhead.
     """
@@ -374,7 +375,7 @@ def _kernel_floor(counts: dict, X_test: list[np.ndarray], grams_s: float, fits: 
     t_gemm = best(lambda: K @ K)  # n^3 multiply-adds in float64
     t_cross = best(lambda: features @ train_rows.T)
     parts = {"grams": grams_s, "eigh": counts["eigh_s"], "projections": counts["projected_voxels"] / n * t_gemm,
-             "gradients": counts["gradient"] * 2 * t_gemm, "cross_grams": 2 * fits * t_cross}
+             "gradients": counts["gradient"] * 2 * t_gemm, "cross_grams": 2 * t_cross}
     return {"floor_s": sum(parts.values()), "floor_parts": parts, "n_eigh": counts["eigh"],
             "eigh_ms": counts["eigh_s"] / max(1, counts["eigh"]) * 1e3,
             "n_gradient": counts["gradient"]}
@@ -404,7 +405,7 @@ def _work_himalaya(folder: Path, args: argparse.Namespace) -> dict:
 
     set_backend("torch")
     store, responses = load_data(folder)
-    X_train, X_test = store.load("train"), store.load("test")
+    X_train, X_test = store.load("train", mmap=True), store.load("test", mmap=True)
     features, layer_of_feature, _ = stack_layer_features([np.vstack(p) for p in zip(X_train, X_test, strict=True)],
                                                          "balanced")  # fmt: skip
     blocks = [features[:, layer_of_feature == layer].astype(np.float64) for layer in range(len(LAYERS))]

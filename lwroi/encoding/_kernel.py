@@ -294,10 +294,10 @@ class _Problem:
         shrink = alpha[:, None] / (eigvals[None, :] + alpha[:, None])
         return alpha, shrink.square(), shrink.sum(1) - 1.0
 
-    def gcv_r2(self, z: torch.Tensor, var: torch.Tensor, table: tuple) -> tuple[torch.Tensor, torch.Tensor]:
-        """Best GCV R^2 over the alphas and its index, per voxel, from eigenbasis coordinates z."""
+    def gcv_r2(self, z2: torch.Tensor, var: torch.Tensor, table: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+        """Best GCV R^2 over the alphas and its index, per voxel, from the squares z2 of eigenbasis coordinates."""
         _, shrink2, dof_free = table
-        rss = shrink2 @ z.square()
+        rss = shrink2 @ z2
         r2 = 1.0 - self.n * rss / dof_free.square()[:, None] / var.clamp_min(1e-300)
         best, index = r2.max(0)
         return torch.where(var > 0, best, torch.zeros_like(best)), index
@@ -307,7 +307,7 @@ class _Problem:
         eigvals, eigvecs = self.decompose(gamma)
         table = self.gcv_table(eigvals)
         parts = [
-            self.gcv_r2(eigvecs.T @ self.Ys[:, k : k + self.batch], self.var_s[k : k + self.batch], table)
+            self.gcv_r2((eigvecs.T @ self.Ys[:, k : k + self.batch]).square_(), self.var_s[k : k + self.batch], table)
             for k in range(0, self.Ys.shape[1], self.batch)
         ]
         r2, index = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
@@ -376,16 +376,17 @@ class _Problem:
             index = alpha_index[part]
             alpha, d, var = alpha_all[index], dof_free[index], self.var_s[part]
             inv_v = inv.index_select(0, index).T  # (n, B)
-            z = eigvecs.T @ self.Ys[:, part]
-            p = z * inv_v
-            rss = alpha.square() * p.square().sum(0)
+            p = (eigvecs.T @ self.Ys[:, part]).mul_(inv_v)
+            p2 = p.square()
+            rss = alpha.square() * p2.sum(0)
             weight = (var > 0).to(torch.float64) / (V * var.clamp_min(1e-300))
             c_rss = -n * weight / d.square()
             c_dof = 2.0 * n * weight * rss / d.pow(3)
             inner += (p * (-2.0 * c_rss * alpha.square())) @ (p * inv_v).T
-            diagonal += inv_v.square() @ (-c_dof * alpha)
-            d_rss = 2.0 * alpha * (z.square() * eigvals[:, None] * inv_v.pow(3)).sum(0)
-            d_dof = (eigvals[:, None] * inv_v.square()).sum(0)
+            inv2 = inv_v.square()
+            diagonal += inv2 @ (-c_dof * alpha)
+            d_rss = 2.0 * alpha * (eigvals @ p2.mul_(inv_v))  # z^2 eig / (eig + alpha)^3 = p^2 eig / (eig + alpha)
+            d_dof = eigvals @ inv2
             alpha_term += (alpha / mean_eig * (c_rss * d_rss + c_dof * d_dof)).sum()
         inner.diagonal().add_(diagonal)
         outer = eigvecs @ inner @ eigvecs.T
@@ -409,7 +410,7 @@ class _Problem:
         for start in range(0, V, self.batch):
             part = slice(start, start + self.batch)
             z = eigvecs.T @ self.Yc[:, part]
-            _, index = self.gcv_r2(z, self.var[part], table)
+            _, index = self.gcv_r2(z.square(), self.var[part], table)
             shrink = 1.0 / (eigvals[:, None] + table[0][index][None, :])
             dual[self.train, part] = eigvecs @ (z * shrink)
         # sum_l gamma_l K_l[:, T] over all rows of X: the intercept and the validation predictions need it

@@ -7,6 +7,7 @@ solver from ``SOLVERS`` (arrays and a device in, arrays out); it holds no numeri
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Callable, Sequence
 from numbers import Integral, Real
 from typing import ClassVar, get_args
@@ -19,7 +20,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from lwroi.config import Contributions, LayerScaling, SolverOptions
 from lwroi.data.splits import inner_validation_split
-from lwroi.encoding._arrays import content_digest
+from lwroi.encoding._arrays import all_finite, content_digest
 from lwroi.encoding._solvers import get_solver, make_options
 from lwroi.encoding.devices import resolve_device
 from lwroi.encoding.metrics import PCC_KINDS, pearson_r_columns
@@ -88,7 +89,10 @@ def _block_norm(block: np.ndarray) -> float:
     Column variances in torch (two-pass, all cores, no float64 copy of a 100 MB block), summed
     in float64.
     """
-    variances = torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32)).var(dim=0, correction=0)
+    block = np.ascontiguousarray(block, dtype=np.float32)
+    with warnings.catch_warnings():  # a store's rows are mapped read-only; torch only reads them here
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        variances = torch.from_numpy(block).var(dim=0, correction=0)
     norm = float(variances.double().sum()) ** 0.5
     return norm if norm > 0 else 1.0
 
@@ -301,6 +305,14 @@ class LayerWeightedEncoder(RegressorMixin, BaseEstimator):
             # (the layer profile) come from them instead of the features again (see _layer_predictions)
             known = every_row and result.layer_kernels is not None and digest is not None
             self._train_kernels = (digest, result.layer_kernels) if known else None
+            # New rows' cross Grams with these training rows are the same for every fit on them (fits
+            # differ in layer weights and duals): shared through the workspace, one training set at a time.
+            self._shared_cross = None
+            if every_row and digest is not None and workspace is not None:
+                train_key = f"{digest}-{self.layer_scaling}"
+                if workspace.get("cross_grams", {}).get("train") != train_key:
+                    workspace["cross_grams"] = {"train": train_key, "rows": {}}
+                self._shared_cross = workspace["cross_grams"]["rows"]
         self.intercept_ = result.intercept[0]
         self.n_epochs_ = int(result.n_steps[0])
         self.best_epoch_ = int(result.best_step[0])
@@ -448,16 +460,34 @@ class LayerWeightedEncoder(RegressorMixin, BaseEstimator):
                                                              strict=True)]  # fmt: skip
             else:
                 weights = self.layer_weights_.astype(np.float32)
-                self._parts_cache[key] = [
-                    (a * a) * (((x * self._feature_scale[start]) @ features[:, start:stop].T) @ dual)
-                    for a, x, (start, stop) in zip(weights, X, spans, strict=True)
-                ]
+                grams = self._cross_grams(X, key, features, spans)
+                self._parts_cache[key] = [(a * a) * (gram @ dual) for a, gram in zip(weights, grams, strict=True)]
         return self._parts_cache[key]
 
+    def _cross_grams(self, X: list[np.ndarray], key: str, features: np.ndarray,
+                     spans: list[tuple[int, int]]) -> list[np.ndarray]:
+        """Each layer's ``(x_l * scale_l) @ X_train,l^T``, from the workspace's fits on the same rows when it has them.
+
+        n_new x n_train x D multiply-adds, the dual predictions' whole cost: a rank's fits of every
+        subject and ROI on one store score the same held-out and challenge rows, so the first fit
+        pays for them (at most 4 sets of rows kept, 4 n_new n_train bytes a layer).
+        """
+        shared = getattr(self, "_shared_cross", None)
+        if shared is not None and key in shared:
+            return shared[key]
+        grams = [(x * self._feature_scale[start]) @ features[:, start:stop].T
+                 for x, (start, stop) in zip(X, spans, strict=True)]
+        if shared is not None:
+            if len(shared) >= 4:
+                shared.pop(next(iter(shared)))
+            shared[key] = grams
+        return grams
+
     def __getstate__(self) -> dict:
-        """Pickled without the solver's Grams (n x n a layer): they only spare work, and are the solver's to keep."""
+        """Pickled without the solver's Grams (n x n a layer) and the shared cross Grams: they only spare work."""
         state = super().__getstate__()
         state.pop("_train_kernels", None)
+        state.pop("_shared_cross", None)
         return state
 
 
@@ -474,7 +504,7 @@ def _check_layers(X: Sequence[np.ndarray], name: str, dims: Sequence[int] | None
             raise ValueError(f"{name}[{i}] must be 2-D (n_samples, n_features_l); got shape {x.shape}")
         if x.shape[0] != blocks[0].shape[0]:
             raise ValueError(f"{name}[{i}] has {x.shape[0]} rows but {name}[0] has {blocks[0].shape[0]}")
-        if not np.isfinite(x).all():
+        if not all_finite(x):
             raise ValueError(f"{name}[{i}] contains NaN or infinite values")
     if dims is not None and [x.shape[1] for x in blocks] != list(dims):
         raise ValueError(

@@ -197,11 +197,34 @@ class FeatureStore:
     def load(self, split: str, mmap: bool = False) -> list[np.ndarray]:
         """One array of shape (n_samples, dims[layer]) per layer, in layer order.
 
-        ``mmap=True`` maps the files read-only instead of reading them into memory.
+        ``mmap=True`` maps the files read-only instead of reading them into memory; each mapping
+        carries the sha256 of the file it maps (``content_sha256``), so that work on its rows can be
+        keyed by content without reading them (``lwroi.encoding``'s digests).
         """
         self._check_split(split)
-        mode = "r" if mmap else None
-        return [np.load(self.path / self.meta["files"][layer][split], mmap_mode=mode) for layer in self.layers]
+        files = [self.path / self.meta["files"][layer][split] for layer in self.layers]
+        return [map_npy(file) for file in files] if mmap else [np.load(file) for file in files]
+
+
+def map_npy(file: Path) -> np.memmap:
+    """A ``.npy`` file mapped read-only, with the sha256 of the file it maps as ``content_sha256``.
+
+    The hash is of the inode that is mapped (both come from one open file), so a file replaced
+    meanwhile under the same name cannot lend its hash to the old mapping. Hashed once per process
+    for an unchanged file (opening the store already did).
+    """
+    with open(file, "rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        read_header = _NPY_HEADERS.get(version)
+        if read_header is None:  # a format version np.save writes only for exotic dtypes: mapped, not tagged
+            return np.load(file, mmap_mode="r")
+        shape, fortran, dtype = read_header(fh)
+        mapped = np.memmap(fh, dtype=dtype, mode="r", offset=fh.tell(), shape=shape, order="F" if fortran else "C")
+        mapped.content_sha256 = sha256_file_cached(file, opened=fh)
+    return mapped
+
+
+_NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
 def _npy_shape(file: Path) -> tuple[int, ...] | None:

@@ -270,7 +270,7 @@ def _tune(run: UnitRunner, unit: Unit) -> None:
     e = run.cfg.encoding
     _, y_train, _ = run._responses(unit)
     result = evaluate_grid_models(
-        run.model(unit.model).features.load("train"), y_train, [(m.wc, m.lay, m.fold) for m in unit.models],
+        run.model(unit.model).features.load("train", mmap=True), y_train, [(m.wc, m.lay, m.fold) for m in unit.models],
         folds=e.folds, seed=e.seed, device=run.device, fold_split=e.fold_split,
         state=run._resume_state(unit), on_epoch=run._on_epoch(unit), workspace=run.solver_workspace,
         **run._train_kwargs(),
@@ -294,7 +294,8 @@ def _fit(run: UnitRunner, unit: Unit) -> None:
         chosen = {"wc": selected["wc"], "lay": selected["lay"]}
     store = run.model(unit.model).features
     resp, y_train, y_test = run._responses(unit)
-    x_train, x_test = store.load("train"), store.load("test")
+    # mapped, not read: the pages are the page cache's, and the fit identifies them by the file's sha256
+    x_train, x_test = store.load("train", mmap=True), store.load("test", mmap=True)
     model = LayerWeightedEncoder(**chosen, contributions=e.contributions, val_fraction=e.val_fraction,
                                  device=run.device, random_state=unit_seed(e.seed, _fit_seed_key(unit)),
                                  **run._train_kwargs())
@@ -308,7 +309,7 @@ def _fit(run: UnitRunner, unit: Unit) -> None:
     reliable = resp.valid & (reliability > 0)
     challenge = np.full((store.n_samples("challenge"), resp.n_voxels), np.nan, dtype=np.float32)
     if challenge.shape[0]:
-        challenge[:, resp.valid] = model.predict(store.load("challenge"))
+        challenge[:, resp.valid] = model.predict(store.load("challenge", mmap=True))
     weights = store.meta["weights"]
     payload = {
         "model": unit.model, "family": weights.get("family", ""), "subject": unit.subject, "roi": unit.roi,

@@ -177,18 +177,23 @@ def test_encoder_fits_in_a_workspace_share_the_stacked_features_and_give_the_sam
         np.testing.assert_array_equal(a.layer_weights_, b.layer_weights_)
         np.testing.assert_array_equal(a.intercept_, b.intercept_)
         np.testing.assert_array_equal(a.predict(X_test), b.predict(X_test))
+    # the second fit predicted from the first one's cross Grams of X_test, to the same bits
+    assert shared[0]._shared_cross is shared[1]._shared_cross and len(shared[0]._shared_cross) == 1
+    assert alone[0]._shared_cross is None
     # The layer profile of the training rows comes from the solver's Grams (float64) instead of the features
     assert shared[0]._train_kernels is not None and alone[0]._train_kernels is None
     for a, b in zip(alone, shared, strict=True):
         np.testing.assert_allclose(b.layer_profile(X_layers), a.layer_profile(X_layers), rtol=1e-5, atol=1e-7)
     restored = pickle.loads(pickle.dumps(shared[0]))  # pickled without the Grams: the features' way again
-    assert not hasattr(restored, "_train_kernels")
+    assert not hasattr(restored, "_train_kernels") and not hasattr(restored, "_shared_cross")
+    np.testing.assert_array_equal(restored.predict(X_test), shared[0].predict(X_test))
     np.testing.assert_allclose(restored.layer_profile(X_layers), shared[0].layer_profile(X_layers), rtol=1e-5)
     changed = [x.copy() for x in X_layers]
     changed[2][0, 0] += 1.0  # one value of one block: other features, never the kept ones
     LayerWeightedEncoder(**params).fit(changed, Y, workspace=workspace)
     assert list(workspace["stacked"]) != [key] and len(workspace["stacked"]) == 1
     assert len(workspace["kernel"].entries["grams"]) == 2
+    assert workspace["cross_grams"]["train"] != f"{key}" and not workspace["cross_grams"]["rows"]  # other rows
 
 
 def test_models_that_differ_only_by_wc_and_lay_are_solved_once(noisy):
