@@ -271,6 +271,7 @@ class LayerWeightedEncoder(RegressorMixin, BaseEstimator):
             train, val = np.arange(n), np.arange(0)
 
         features, layer_of_feature, feature_scale, digest = _stacked(X, self.layer_scaling, workspace)
+        x_key = None if digest is None else f"{digest}-{self.layer_scaling}"  # these stacked, scaled features
         device = resolve_device(self.device)
         result = entry.solve(
             torch.from_numpy(features).to(device),
@@ -287,7 +288,7 @@ class LayerWeightedEncoder(RegressorMixin, BaseEstimator):
             state=state,
             on_epoch=on_epoch,
             workspace=workspace,
-            x_key=None if digest is None else f"{digest}-{self.layer_scaling}",
+            x_key=x_key,
         )
         self.solver_ = self.solver
         self.solver_options_ = options
@@ -308,10 +309,9 @@ class LayerWeightedEncoder(RegressorMixin, BaseEstimator):
             # New rows' cross Grams with these training rows are the same for every fit on them (fits
             # differ in layer weights and duals): shared through the workspace, one training set at a time.
             self._shared_cross = None
-            if every_row and digest is not None and workspace is not None:
-                train_key = f"{digest}-{self.layer_scaling}"
-                if workspace.get("cross_grams", {}).get("train") != train_key:
-                    workspace["cross_grams"] = {"train": train_key, "rows": {}}
+            if every_row and x_key is not None:  # a digest means a workspace
+                if workspace.get("cross_grams", {}).get("train") != x_key:
+                    workspace["cross_grams"] = {"train": x_key, "rows": {}}
                 self._shared_cross = workspace["cross_grams"]["rows"]
         self.intercept_ = result.intercept[0]
         self.n_epochs_ = int(result.n_steps[0])
