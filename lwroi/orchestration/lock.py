@@ -7,6 +7,9 @@ same shard twice, or a whole-plan launch beside any shard, is refused. The kerne
 lock when its process dies (even by SIGKILL), so a dead launch never blocks a resume. Each
 holder leaves an owner note beside its lock to name it in the refusal. ``flock`` works across
 nodes on NFSv4 and on Lustre mounted with ``-o flock``.
+
+Launches of different runs may share a feature store; :func:`building` lets one of them build a
+shard or a store while the others wait for it and then reuse it.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -24,6 +29,8 @@ from lwroi._io import atomic_write_json
 from lwroi.exceptions import LwroiError
 
 LOCK_DIR = "locks"
+
+log = logging.getLogger("lwroi")
 
 
 class RunDirBusyError(LwroiError, RuntimeError):
@@ -80,6 +87,33 @@ class LaunchLock:
         return (f"{self.folder.parent}: another launch is already working on {what} ({listed}). "
                 "Wait for it to finish or stop it (a killed launch releases its lock at once); "
                 "shards of one array job (--shard i/N) may run side by side.")
+
+
+def building_lock(product: Path) -> Path:
+    """The lock beside ``product`` (a folder), hidden so that no glob of the products matches it."""
+    return product.with_name(f".{product.name}.lock")
+
+
+@contextlib.contextmanager
+def building(product: Path) -> Iterator[None]:
+    """Hold ``product``'s lock while building it, waiting (and saying so) while another launch holds it.
+
+    Runs that share a feature store would otherwise build the same shard or store side by side,
+    and the later writer would replace files that the earlier one's next units had verified. The
+    caller checks again, under the lock, whether the product is complete by now.
+    """
+    lock = building_lock(product)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another launch building %s (it holds %s)", product, lock)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _is_live(note: Path) -> bool:

@@ -26,6 +26,7 @@ from lwroi.data import (
 )
 from lwroi.exceptions import DataLayoutError, Interrupted
 from lwroi.orchestration.journal import Journal
+from lwroi.orchestration.lock import building
 from lwroi.orchestration.plan import Unit, uses_grid
 from lwroi.orchestration.progress import show_detail
 from lwroi.orchestration.results import ResultStore
@@ -126,17 +127,20 @@ class UnitRunner:
         folder = view.paths.raw_shard(shard)
         if raw_shard_complete(folder):
             return folder
-        if folder.exists():
-            log.warning("%s: raw shard %s is incomplete or corrupt; extracting it again", unit.key, folder)
-        indices = self._shard_videos(shard)
-        f = view.cfg.features
-        extractor, weights = build_extractor(f, device=self.device)
-        feats = extract_video_features(
-            [self.videos[i] for i in indices], extractor, sampling=f.frame_sampling, count=f.frame_count,
-            stride=f.frame_stride, batch_size=f.batch_size,
-            progress=self._extract_progress(unit), frame_cache=self.frame_cache,
-        )
-        save_raw_shard(folder, feats, indices, meta={"weights": weights, "spatial": extractor.spatial})
+        with building(folder):
+            if raw_shard_complete(folder):  # another launch extracted it while this one waited
+                return folder
+            if folder.exists():
+                log.warning("%s: raw shard %s is incomplete or corrupt; extracting it again", unit.key, folder)
+            indices = self._shard_videos(shard)
+            f = view.cfg.features
+            extractor, weights = build_extractor(f, device=self.device)
+            feats = extract_video_features(
+                [self.videos[i] for i in indices], extractor, sampling=f.frame_sampling, count=f.frame_count,
+                stride=f.frame_stride, batch_size=f.batch_size,
+                progress=self._extract_progress(unit), frame_cache=self.frame_cache,
+            )
+            save_raw_shard(folder, feats, indices, meta={"weights": weights, "spatial": extractor.spatial})
         return folder
 
     @cached_property
@@ -242,25 +246,34 @@ def _extract(run: UnitRunner, unit: Unit) -> None:
 
 def _features(run: UnitRunner, unit: Unit) -> None:
     """Reduce the raw shards into the feature store (the network is not needed: the shards say what it was)."""
-    from lwroi.features import load_raw_shards, open_feature_store, reduce_features, write_feature_store
+    from lwroi.features import open_feature_store
 
     view = run.model(unit.model)
-    cfg, f, d = view.cfg, view.cfg.features, view.cfg.data
     if view.complete_store() is None:  # missing, or garbled since: rebuilt from the (verified) raw shards
-        raw, order, extracted = load_raw_shards([run._raw_shard(k, unit) for k in range(cfg.run.extract_shards)])
-        if not np.array_equal(order, np.arange(len(run.videos))):
-            raise RuntimeError(f"{view.paths.raw_root}: raw shards do not cover the {len(run.videos)} videos")
-        train, test = heldout_split(d.n_train_videos, d.n_test, d.split_seed, d.test_order)
-        rows = {"train": train, "test": test, "challenge": np.arange(d.n_train_videos, len(run.videos))}
-        reduce = {name: f.reduce_layers == "all" or extracted["spatial"][name] for name in raw}
-        arrays, described = reduce_features(raw, rows, reduce=reduce, method=f.reduction, srp_eps=f.srp_eps,
-                                            pca_ratio=f.pca_ratio, test_scaler=f.test_scaler, seed=f.seed,
-                                            scale_floor=f.scale_floor, restandardize=f.restandardize)
-        meta = {"weights": extracted["weights"], "reduction": described,
-                "rows": {k: v.tolist() for k, v in rows.items()}, "videos": [p.name for p in run.videos]}
-        write_feature_store(view.paths.store, arrays, meta)
+        with building(view.paths.store):
+            if view.complete_store() is None:  # not built by another launch while this one waited
+                _build_store(run, view, unit)
     files = open_feature_store(view.paths.store).file_paths()  # a store gone bad later voids this record
     run.store.write_ok(unit.key, {"store": str(view.paths.store)}, files=files)
+
+
+def _build_store(run: UnitRunner, view: ModelView, unit: Unit) -> None:
+    """Reduce the model's raw shards (extracted first if need be) and write its feature store."""
+    from lwroi.features import load_raw_shards, reduce_features, write_feature_store
+
+    cfg, f, d = view.cfg, view.cfg.features, view.cfg.data
+    raw, order, extracted = load_raw_shards([run._raw_shard(k, unit) for k in range(cfg.run.extract_shards)])
+    if not np.array_equal(order, np.arange(len(run.videos))):
+        raise RuntimeError(f"{view.paths.raw_root}: raw shards do not cover the {len(run.videos)} videos")
+    train, test = heldout_split(d.n_train_videos, d.n_test, d.split_seed, d.test_order)
+    rows = {"train": train, "test": test, "challenge": np.arange(d.n_train_videos, len(run.videos))}
+    reduce = {name: f.reduce_layers == "all" or extracted["spatial"][name] for name in raw}
+    arrays, described = reduce_features(raw, rows, reduce=reduce, method=f.reduction, srp_eps=f.srp_eps,
+                                        pca_ratio=f.pca_ratio, test_scaler=f.test_scaler, seed=f.seed,
+                                        scale_floor=f.scale_floor, restandardize=f.restandardize)
+    meta = {"weights": extracted["weights"], "reduction": described,
+            "rows": {k: v.tolist() for k, v in rows.items()}, "videos": [p.name for p in run.videos]}
+    write_feature_store(view.paths.store, arrays, meta)
 
 
 def _tune(run: UnitRunner, unit: Unit) -> None:

@@ -1,9 +1,13 @@
 """Every stored byte verified: a garbled or half-deleted feature store is rebuilt, never trusted or stuck;
-summaries need only fit records; a shard that waits for another's features says so."""
+runs sharing a store build each part once; summaries need only fit records; a shard that waits for
+another's features says so."""
 
 from __future__ import annotations
 
+import fcntl
+import json
 import logging
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -15,10 +19,11 @@ from lwroi.config import config_from_dict
 from lwroi.data import write_video
 from lwroi.data.synthetic import make_video_frames
 from lwroi.orchestration.driver import _hint_features
+from lwroi.orchestration.lock import building_lock
 from lwroi.orchestration.plan import build_plan, shard_units
 from lwroi.orchestration.results import ResultStore
 from lwroi.outputs.summary import reduce_run
-from tests.conftest import journal_events, run_lwroi
+from tests.conftest import interrupt_when, journal_events, lwroi_command, run_lwroi
 
 N_VIDEOS = 8
 CONFIG = {
@@ -86,6 +91,46 @@ def test_a_garbled_raw_shard_is_extracted_again_when_the_store_needs_it(workspac
     extract(workspace)
     assert raw.read_bytes() == good
     assert (store_folder(workspace) / "meta.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("product", ["raw shard", "store"])
+def test_a_run_waits_for_another_building_the_same_features_and_keeps_what_it_built(workspace, tmp_path, product):
+    """Two runs on one feature store: the second waits for the part the first is building, then reuses it.
+
+    Without the wait both built it, and the later writer replaced files the earlier run had
+    verified: its next unit failed ("raw shard file changed since it was verified"). Here the
+    test is the first run: it holds the part's lock, and copies the finished part (from the
+    module's own extraction of the same clips and settings) into place before letting go.
+    """
+    finished_store = store_folder(workspace)
+    built = finished_store.parent / "raw" / "shard-000" if product == "raw shard" else finished_store
+    target = tmp_path / built.relative_to(workspace)
+    (tmp_path / "data").symlink_to(workspace / "data")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(CONFIG))
+    lock = building_lock(target)
+    lock.parent.mkdir(parents=True)
+    kept = {}
+
+    def waiting() -> bool:
+        return any("waiting for another launch" in log.read_text() for log in tmp_path.glob("interrupted-*.log"))
+
+    with open(lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+
+        def finish_building(_job) -> None:
+            shutil.copytree(built, target)
+            kept.update({f.name: f.stat().st_ino for f in target.iterdir()})
+            fcntl.flock(held, fcntl.LOCK_UN)
+
+        code, log = interrupt_when(lwroi_command("extract", "config.yaml", "--mpi", "none"), tmp_path, waiting,
+                                   finish_building, what=f"the run to wait for the {product}")
+    assert code == 0, log
+    assert f"waiting for another launch building {target.relative_to(tmp_path)}" in log
+    assert {f.name: f.stat().st_ino for f in target.iterdir()} == kept  # reused as written, not rebuilt
+    if product == "raw shard":
+        record = json.loads((tmp_path / "run" / "units" / "extract" / "alexnet" / "shard=000.json").read_text())
+        assert record["payload"]["clips_decoded"] == 0
 
 
 def fit_payload(subject: str, roi: str) -> dict:
