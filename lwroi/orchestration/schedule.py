@@ -9,9 +9,14 @@ waiting for their result files.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import signal
+import stat
+import struct
 import sys
+import termios
 import threading
 import time
 import traceback
@@ -151,8 +156,32 @@ def abort_on_error(comm: Any, collective: tuple[type[BaseException], ...] = ()) 
             sys.stderr.write(f"lwroi: rank {comm.rank} of {comm.size} failed; aborting all ranks\n"
                              + traceback.format_exc())
             sys.stderr.flush()
+            wait_until_read(sys.stderr)
             comm.Abort(1)
         raise
+
+
+def wait_until_read(stream: Any, timeout: float = 5.0) -> None:
+    """Wait (bounded) until the reader of ``stream``'s pipe or socket has taken everything written to it.
+
+    A rank's stderr is a pipe to the launcher (mpiexec's proxy, srun), and an abort kills that
+    reader too: whatever it had not read yet is lost, and the job log shows an abort without
+    its traceback. The bytes still in the pipe are counted with ``FIONREAD``. Files and
+    terminals are not waited for.
+    """
+    try:
+        fd = stream.fileno()
+        if not (stat.S_ISFIFO(mode := os.fstat(fd).st_mode) or stat.S_ISSOCK(mode)):
+            return
+        deadline = time.monotonic() + timeout
+        while _unread_bytes(fd) and time.monotonic() < deadline:
+            time.sleep(WAIT_POLL_SECONDS)
+    except (AttributeError, OSError, ValueError):  # no descriptor, or one that cannot say
+        return
+
+
+def _unread_bytes(fd: int) -> int:
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
 
 
 def node_local_rank(comm: Any) -> tuple[int, int]:

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from lwroi.orchestration.schedule import wait_until_read
 from tests.conftest import TINY_CONFIG, interrupt_when, journal_events, lwroi_command, mpiexec, run_lwroi
 
 pytestmark = [pytest.mark.mpi, pytest.mark.slow(seconds=150)]
@@ -93,6 +95,31 @@ def test_sigkilled_rank_stops_the_job_and_rerun_recomputes_nothing_finished(tiny
     assert max(counts.values()) == 1, [k for k, v in counts.items() if v > 1]
     for path, mtime in records_before.items():
         assert path.stat().st_mtime_ns == mtime, f"{path} was rewritten"
+
+
+def test_an_abort_waits_until_the_launcher_has_read_the_traceback(tmp_path):
+    """A rank's stderr is a pipe to mpiexec's proxy, which the abort kills: it must have read the traceback first.
+
+    (CI once showed the abort test above with an empty stderr.) A file is not waited for.
+    """
+    read_end, write_end = os.pipe()
+    traceback = b"lwroi: rank 0 of 2 failed; aborting all ranks\n" * 100
+    read = []
+    with os.fdopen(write_end, "wb", buffering=0) as stderr:
+        stderr.write(traceback)
+        launcher = threading.Timer(0.5, lambda: read.append(os.read(read_end, 1 << 16)))
+        started = time.monotonic()
+        launcher.start()
+        wait_until_read(stderr)
+        waited = time.monotonic() - started
+        launcher.join()
+    os.close(read_end)
+    assert read == [traceback] and waited >= 0.5
+    with open(tmp_path / "stderr.log", "wb", buffering=0) as log_file:
+        log_file.write(traceback)
+        started = time.monotonic()
+        wait_until_read(log_file)
+        assert time.monotonic() - started < 1
 
 
 def rank_pid(out: Path, rank: int) -> int:
