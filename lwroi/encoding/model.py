@@ -21,6 +21,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from lwroi.config import Contributions, LayerScaling, SolverOptions
 from lwroi.data.splits import inner_validation_split
 from lwroi.encoding._arrays import all_finite, content_digest
+from lwroi.encoding._products import matmul
 from lwroi.encoding._solvers import get_solver, make_options
 from lwroi.encoding.devices import resolve_device
 from lwroi.encoding.metrics import PCC_KINDS, pearson_r_columns
@@ -430,7 +431,7 @@ class LayerWeightedEncoder(RegressorMixin, BaseEstimator):
         if self._coef is None:
             features, dual = self._dual
             gamma = np.repeat(self.layer_weights_.astype(np.float32) ** 2, self.layer_dims_)
-            self._coef = (gamma * self._feature_scale)[:, None] * (features.T @ dual)
+            self._coef = (gamma * self._feature_scale)[:, None] * matmul(features.T, dual)
         return self._coef
 
     def _layer_predictions(self, X: list[np.ndarray]) -> list[np.ndarray]:
@@ -445,7 +446,7 @@ class LayerWeightedEncoder(RegressorMixin, BaseEstimator):
         bounds = np.cumsum([0, *self.layer_dims_])
         spans = list(itertools.pairwise(bounds))
         if self._dual is None:
-            return [x @ self.coef_[start:stop] for x, (start, stop) in zip(X, spans, strict=True)]
+            return [matmul(x, self.coef_[start:stop]) for x, (start, stop) in zip(X, spans, strict=True)]
         key = content_digest(X)
         if key not in self._parts_cache:
             if len(self._parts_cache) >= 2:
@@ -455,13 +456,13 @@ class LayerWeightedEncoder(RegressorMixin, BaseEstimator):
             if kernels is not None and kernels[0] == key and 2 * len(X) * dual.shape[1] < features.shape[1]:
                 # X is the training rows, whose Grams the solver had: n^2 V a layer in float64 instead of n^2 D_l
                 dual64 = dual.astype(np.float64)
-                self._parts_cache[key] = [((a * a) * (gram @ dual64)).astype(np.float32)
+                self._parts_cache[key] = [((a * a) * matmul(gram, dual64)).astype(np.float32)
                                           for a, gram in zip(self.layer_weights_.astype(np.float64), kernels[1],
                                                              strict=True)]  # fmt: skip
             else:
                 weights = self.layer_weights_.astype(np.float32)
                 grams = self._cross_grams(X, key, features, spans)
-                self._parts_cache[key] = [(a * a) * (gram @ dual) for a, gram in zip(weights, grams, strict=True)]
+                self._parts_cache[key] = [(a * a) * matmul(gram, dual) for a, gram in zip(weights, grams, strict=True)]
         return self._parts_cache[key]
 
     def _cross_grams(self, X: list[np.ndarray], key: str, features: np.ndarray,
@@ -475,7 +476,7 @@ class LayerWeightedEncoder(RegressorMixin, BaseEstimator):
         shared = getattr(self, "_shared_cross", None)
         if shared is not None and key in shared:
             return shared[key]
-        grams = [(x * self._feature_scale[start]) @ features[:, start:stop].T
+        grams = [matmul(x * self._feature_scale[start], features[:, start:stop].T)
                  for x, (start, stop) in zip(X, spans, strict=True)]
         if shared is not None:
             if len(shared) >= 4:
