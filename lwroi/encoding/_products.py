@@ -5,8 +5,9 @@ pool's threads spinning for a while after a call; a pipeline that alternates bet
 those idle spinners take the cores the other pool's threads need. The estimator's products (dual
 predictions, the layer profile, primal coefficients) ran on numpy, between the solver's torch
 work: the kernel paper pipeline (``python scripts/bench.py --methods kernel``, 2 cores) took
-64.7 s so and 53.5-55.2 s with them here, at the same held-out PCC. Holding numpy's pool to one
-thread (``OPENBLAS_NUM_THREADS=1``) recovered part of it, which is how the cause was found.
+64.7 s with them on numpy and 53.5-55.2 s with them here, at the same held-out PCC. Holding
+numpy's pool to one thread (``OPENBLAS_NUM_THREADS=1``) recovered part of it, which is how the
+cause was found.
 """
 
 from __future__ import annotations
