@@ -249,12 +249,15 @@ def _features(run: UnitRunner, unit: Unit) -> None:
     from lwroi.features import open_feature_store
 
     view = run.model(unit.model)
-    if view.complete_store() is None:  # missing, or garbled since: rebuilt from the (verified) raw shards
+    store = view.complete_store()
+    if store is None:  # missing, or garbled since: rebuilt from the (verified) raw shards
         with building(view.paths.store):
-            if view.complete_store() is None:  # not built by another launch while this one waited
+            store = view.complete_store()  # built by another launch while this one waited?
+            if store is None:
                 _build_store(run, view, unit)
-    files = open_feature_store(view.paths.store).file_paths()  # a store gone bad later voids this record
-    run.store.write_ok(unit.key, {"store": str(view.paths.store)}, files=files)
+                store = open_feature_store(view.paths.store)  # what was written, verified
+    # a store gone bad later voids this record
+    run.store.write_ok(unit.key, {"store": str(view.paths.store)}, files=store.file_paths())
 
 
 def _build_store(run: UnitRunner, view: ModelView, unit: Unit) -> None:
