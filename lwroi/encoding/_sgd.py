@@ -7,15 +7,18 @@ The model of Zhou, Du & He (2022, Machine Intelligence Research), for one ROI:
 
 A hyper-parameter grid times CV folds is G independent models over the same features. They train
 together: parameters carry a leading model axis (a: (G, L), W: (G, D, V), b: (G, V)), each step
-gathers a (G, batch, D) minibatch and uses ``bmm``, and gradients are written out by hand (no
-autograd graph: each step is a few passes over W). The update is torch's fused Adam kernel (the one
-``torch.optim.Adam(fused=True)`` runs) over per-model views of the stacked parameters and of moments
-kept beside them, W's applied tile by tile while each tile's gradient is in cache: a model with no
-gradient this step (stopped early, or out of rows in a ragged epoch) is skipped, so its parameters
-and Adam state stay exactly as they were. The moments are kept here, not in a ``torch.optim.Adam``:
-the sweep calls the kernel itself, and an optimizer's first use imports ``torch._dynamo``, about
-1.2 s of start-up for every process that fits (measured with ``python -X importtime``). Early-stopping bookkeeping
-lives on the device; the host synchronises once per epoch, to learn which models stopped.
+gathers a (G, batch, D) minibatch, and gradients are written out by hand (no autograd graph: each
+step is a few passes over W). Every product and sum over W is made one model at a time, with the
+BLAS calls of a model trained alone, and only for the models still training: a model that stopped
+early costs no step and no validation (the grid runs as long as its slowest model). The update is
+torch's fused Adam kernel (the one ``torch.optim.Adam(fused=True)`` runs) over per-model views of
+the stacked parameters and of moments kept beside them, W's applied tile by tile while each tile's
+gradient is in cache: a model with no gradient this step (stopped early, or out of rows in a
+ragged epoch) is skipped, so its parameters and Adam state stay exactly as they were. The moments
+are kept here, not in a ``torch.optim.Adam``: the sweep calls the kernel itself, and an
+optimizer's first use imports ``torch._dynamo``, about 1.2 s of start-up for every process that
+fits (measured with ``python -X importtime``). Early-stopping bookkeeping lives on the device; the
+host synchronises once per epoch, to learn which models stopped and which improved.
 
 Early stopping follows the original's ``EarlyStopping``: the first epoch is always the best so
 far; a later epoch improves only if its score is at least the best plus ``min_delta`` (``>=``,
@@ -230,6 +233,9 @@ class _BatchedTrainer:
         tile = max(1, _TILE_BYTES // (self.n_voxels * X.element_size())) if self.device.type == "cpu" else D
         self.tile_rows = -(-D // -(-D // min(tile, D)))
         self.grad_tile = torch.empty((self.tile_rows, self.n_voxels), dtype=self.dtype, device=self.device)
+        self.scaled = torch.zeros((G, batch_size, D), dtype=self.dtype, device=self.device)
+        self.pred = torch.zeros((G, batch_size, self.n_voxels), dtype=self.dtype, device=self.device)
+        self.rms = torch.ones((G, self.n_voxels), dtype=self.dtype, device=self.device)
 
     # ------------------------------------------------------------------ set-up
     def _prepare_validation(self, val_idx: list[np.ndarray]) -> None:
@@ -323,8 +329,9 @@ class _BatchedTrainer:
         for key, value in current.items():
             if saved.get(key) != value:
                 raise ValueError(f"cannot resume: saved state has {key}={saved.get(key)!r} but this run has {value!r}")
-        self.t = {name: x.to(self.device) for name, x in state["tensors"].items()}
-        self._start_sweeps(_to_device(state["adam"], self.device))
+        # Copies: training updates its tensors in place, and the caller's state must stay a state.
+        self.t = {name: x.to(self.device, copy=True) for name, x in state["tensors"].items()}
+        self._start_sweeps(_to_device(state["adam"], self.device, copy=True))
         self.generators = []
         for gen_state in state["generators"]:
             gen = torch.Generator()
@@ -342,7 +349,7 @@ class _BatchedTrainer:
                 break
             live = ~t["stopped"]
             train_loss = self._train_epoch(live, ~stopped)
-            score = self._validation_score()
+            score = self._validation_score(np.flatnonzero(~stopped).tolist())
             self._early_stopping_update(score, train_loss, live)
             if on_epoch is not None:
                 on_epoch(self.epoch, self.get_state)
@@ -385,20 +392,25 @@ class _BatchedTrainer:
         Yb = self.Y.index_select(0, flat).view(G, B, V)
         a_abs = a.abs()
         Xs = Xb * a_abs.index_select(1, self.lof).unsqueeze(1)
-        resid = (torch.baddbmm(t["b"].unsqueeze(1), Xs, W) - Yb) * row_mask.unsqueeze(-1)
+        models = np.flatnonzero(active).tolist()
+        pred = self.pred  # a model that takes no step keeps a stale prediction: its loss is not counted
+        for g in models:
+            torch.addmm(t["b"][g], Xs[g], W[g], out=pred[g])
+        resid = (pred - Yb) * row_mask.unsqueeze(-1)
         count = row_mask.sum(1).clamp_min(1)
-        rms = self.squares.sum(1).div_(D).sqrt_()  # W * W, written by the last sweep while each tile was in cache
+        rms = self.rms  # of W * W, written by the last sweep while each tile was in cache; stale for the others
+        for g in models:
+            torch.sum(self.squares[g : g + 1], 1, out=rms[g : g + 1]).div_(D).sqrt_()
         loss = resid.square().sum((1, 2)) / (count * V) + self.wc * rms.mean(1) + self.lay * a_abs.mean(1)
 
         # d/dW of the RMS penalty is wc / (V D) * W_jv / rms_v; d/dW of the MSE is Xs^T dpred.
         dpred = resid * (2.0 / (count * V)).view(G, 1, 1)
         penalty = (self.wc.view(G, 1) / (V * D) / rms.clamp_min(1e-30)).unsqueeze(1)
-        models = np.flatnonzero(active).tolist()
         if models:
             self.adam["step"][models] += 1
         # Terms of the layer-weight gradient, summed over the batch rows in one call after the sweep
         # (a sum per tile rounds differently).
-        scaled = torch.zeros((G, B, D), dtype=self.dtype, device=self.device)
+        scaled = self.scaled  # rows of models that take no step stay stale: their layer-weight gradient is unused
         for g in models:  # a model that takes no step needs no gradient
             for lo in range(0, D, self.tile_rows):
                 part = slice(lo, min(D, lo + self.tile_rows))
@@ -425,21 +437,28 @@ class _BatchedTrainer:
                                lr=self.lr, **_ADAM)
 
     # ------------------------------------------------------------------ validation
-    def _predict_rows(self, rows: torch.Tensor, a: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Predictions (G, n_rows, V) of each model for its own rows, in row chunks to bound memory."""
-        G, n_rows = rows.shape
-        scale = a.abs().index_select(1, self.lof).unsqueeze(1)
-        chunk = max(1, _CHUNK_ELEMENTS // (G * self.n_features))
-        out = torch.empty((G, n_rows, self.n_voxels), dtype=self.dtype, device=self.device)
-        for start in range(0, n_rows, chunk):
-            part = rows[:, start : start + chunk]
-            Xc = self.X.index_select(0, part.reshape(-1)).view(G, part.shape[1], -1) * scale
-            out[:, start : start + chunk] = torch.baddbmm(b.unsqueeze(1), Xc, W)
+    def _predict_rows(
+        self, rows: torch.Tensor, a: torch.Tensor, W: torch.Tensor, b: torch.Tensor, models: list[int]
+    ) -> torch.Tensor:
+        """Predictions (G, n_rows, V) of ``models`` for their own rows (zeros for the others), in row chunks.
+
+        One model at a time, so a model that stopped costs nothing and a chunk is as large as the
+        memory bound allows for one model (each chunk reads all of W once).
+        """
+        n_rows = rows.shape[1]
+        chunk = max(1, _CHUNK_ELEMENTS // self.n_features)
+        out = torch.zeros((self.n_models, n_rows, self.n_voxels), dtype=self.dtype, device=self.device)
+        for g in models:
+            scale = a[g].abs().index_select(0, self.lof)
+            for start in range(0, n_rows, chunk):
+                Xc = self.X.index_select(0, rows[g, start : start + chunk]).mul_(scale)
+                torch.addmm(b[g], Xc, W[g], out=out[g, start : start + chunk])
         return out
 
-    def _validation_score(self) -> torch.Tensor:
+    def _validation_score(self, models: list[int]) -> torch.Tensor:
+        """Each model's validation metric; only ``models`` (those still training) are scored, the others' is junk."""
         t = self.t
-        pred = self._predict_rows(self.val_rows, t["a"], t["W"], t["b"])
+        pred = self._predict_rows(self.val_rows, t["a"], t["W"], t["b"], models)
         if self.metric == "mse":
             err = (pred - self.Y_val).square() * self.val_mask.unsqueeze(-1)
             return err.sum((1, 2)) / (self.val_mask.sum(1) * self.n_voxels)
@@ -459,10 +478,9 @@ class _BatchedTrainer:
         gain = score if self.metric == "pcc" else -score
         first = t["best_epoch"] == 0  # the original's first epoch is the best so far, whatever its score
         improved = live & (first | (gain >= t["best_gain"] + self.min_delta))
-        for name in _PARAMS:
-            best = t[f"best_{name}"]
-            shape = (self.n_models,) + (1,) * (best.ndim - 1)
-            torch.where(improved.view(shape), t[name], best, out=best)
+        for g in np.flatnonzero(improved.cpu().numpy()).tolist():
+            for name in _PARAMS:
+                t[f"best_{name}"][g].copy_(t[name][g])
         t["best_gain"] = torch.where(improved, gain, t["best_gain"])
         t["best_epoch"] = torch.where(improved, self.epoch, t["best_epoch"])
         t["wait"] = torch.where(improved, 0, t["wait"] + live.long())
@@ -475,7 +493,7 @@ class _BatchedTrainer:
     def _result(self) -> SolverResult:
         t = self.t
         a, W, b = t["best_a"], t["best_W"], t["best_b"]
-        full = self._predict_rows(self.val_rows, a, W, b)
+        full = self._predict_rows(self.val_rows, a, W, b, list(range(self.n_models)))
         val_mean_r = pearson_r_columns_torch(self.Y_val, full, self.val_full_mask, kind=self.pcc).mean(-1)
         coef = W.to("cpu", copy=True).mul_(a.abs().index_select(1, self.lof).unsqueeze(-1).cpu())
         best_score = t["best_gain"] if self.metric == "pcc" else -t["best_gain"]

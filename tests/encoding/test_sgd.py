@@ -162,6 +162,15 @@ def test_resume_from_saved_state_equals_uninterrupted(problem, tmp_path):
     np.testing.assert_allclose(resumed.history["val_score"], full.history["val_score"], atol=1e-6)
 
 
+def test_resuming_leaves_the_state_as_it_was(problem):
+    states = []
+    solve(problem, max_epochs=2, on_epoch=lambda epoch, get_state: states.append(get_state()))
+    before = {name: x.clone() for name, x in states[0]["tensors"].items()}
+    first, second = (solve(problem, max_epochs=4, state=states[0]) for _ in range(2))
+    assert all(torch.equal(states[0]["tensors"][name], x) for name, x in before.items())
+    np.testing.assert_array_equal(first.coef, second.coef)
+
+
 def test_resume_refuses_state_of_other_settings(problem):
     states = []
     solve(problem, max_epochs=1, on_epoch=lambda epoch, get_state: states.append(get_state()))
