@@ -21,7 +21,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from lwroi.orchestration.slurm import TaskState, parse_task_states
@@ -218,9 +217,8 @@ def test_a_zoo_runs_as_one_chain_and_reduces_to_the_plain_process_tables(jobs, z
     assert {"extract_array", "extract", "array", "reduce"} <= set(ids)  # a new run directory: extraction first
     assert jobs.wait_ended(ids["reduce"]) == ("COMPLETED", "0:0"), reduce_log(run, ids["reduce"])
     assert all(t.state == "COMPLETED" for t in jobs.tasks(ids["extract_array"]).values())
-    for name in ("summary.csv", "comparison.csv", "hierarchy.csv", "model_pairs.csv", "results.csv"):
-        got, want = pd.read_csv(run / name), pd.read_csv(zoo_run / name)
-        pd.testing.assert_frame_equal(got, want, check_exact=False, atol=1e-6, rtol=0, obj=name)
+    assert_tables_equal(run, zoo_run, names=("summary.csv", "comparison.csv", "hierarchy.csv", "model_pairs.csv",
+                                            "results.csv"))  # fmt: skip
     tasks = jobs.tasks(ids["array"])
     assert sorted(tasks) == ["0", "1"]
     assert all(t.state == "COMPLETED" for t in tasks.values()), tasks

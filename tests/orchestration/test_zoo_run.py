@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import ZOO_CONFIG, interrupt_when, journal_events, lwroi_command, mpiexec, run_lwroi
+from tests.orchestration.test_mpi import assert_tables_equal
 
 pytestmark = [pytest.mark.mpi, pytest.mark.slow(seconds=75)]
 
@@ -22,10 +23,7 @@ TABLES = ("comparison.csv", "hierarchy.csv", "model_pairs.csv", "summary.csv", "
 
 
 def assert_same_tables(run: Path, reference: Path) -> None:
-    for name in TABLES:
-        got, want = pd.read_csv(run / name), pd.read_csv(reference / name)
-        assert list(got.columns) == list(want.columns), name
-        pd.testing.assert_frame_equal(got, want, check_exact=False, atol=1e-6, rtol=0, obj=name)
+    assert_tables_equal(run, reference, names=TABLES)
 
 
 def test_a_zoo_compares_every_model_per_roi(zoo_run):
